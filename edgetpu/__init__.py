@@ -1,0 +1,1 @@
+"""Edge TPU side of edgetpu-quant: compiler wrapper, offline analyzer, cost model, runtime."""

@@ -1,0 +1,67 @@
+"""Error types that carry the command-line exit code, and the CLI wrapper that uses them.
+
+Exit codes (shared by every command): 0 ok, 1 the check asked for failed, 2 bad input or
+usage, 3 a required external tool, device or network resource is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_MISSING_TOOL = 3
+
+
+class EdgeqError(Exception):
+    """Base class: a problem the user can fix, reported as one line without a traceback."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BadInputError(EdgeqError):
+    """A file, option or value given by the user is wrong (exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CheckFailedError(EdgeqError):
+    """The check the user asked for failed, e.g. drift over the limit (exit 1)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class MissingToolError(EdgeqError):
+    """A required external tool, device or network resource is absent (exit 3)."""
+
+    exit_code = EXIT_MISSING_TOOL
+
+
+def cli_entry(func: Callable[[list[str] | None], int | None]) -> Callable[..., int]:
+    """Wrap a ``main(argv)`` so user errors print one line on stderr and set the exit code.
+
+    Args:
+        func: the command's main function; it returns an exit code or None for 0.
+
+    Returns:
+        A function with the same signature that never raises for an ``EdgeqError`` or
+        Ctrl-C, and returns the exit code.
+    """
+
+    @functools.wraps(func)
+    def wrapper(argv: list[str] | None = None) -> int:
+        prog = func.__module__.rsplit(".", 1)[-1]
+        try:
+            code = func(argv)
+        except EdgeqError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
+            return 130
+        return 0 if code is None else int(code)
+
+    return wrapper

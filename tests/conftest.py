@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data in ../shared/data, skipped (or required in CI) when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from quant.paths import shared_data_dir
+
+
+def _require_shared() -> bool:
+    return os.environ.get("EDGEQ_REQUIRE_SHARED_DATA", "") not in ("", "0")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI (EDGEQ_REQUIRE_SHARED_DATA=1) a missing shared data folder is an error."""
+    if _require_shared() and not shared_data_dir().is_dir():
+        raise pytest.UsageError(
+            f"EDGEQ_REQUIRE_SHARED_DATA is set but {shared_data_dir()} does not exist; "
+            "set EDGEQ_SHARED_DATA to the shared data folder"
+        )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder; tests using it are skipped with a reason when it is absent."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set EDGEQ_SHARED_DATA)")
+    return path
