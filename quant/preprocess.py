@@ -1,0 +1,142 @@
+"""Image preprocessing specs that travel with a model: size, colour order, scaling, resize policy.
+
+A :class:`Preprocess` turns an image file into the float32 HxWx3 array a float model
+expects, and is stored in every JSON sidecar so that calibration, validation and the
+runtime feed the model the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from quant.errors import BadInputError
+
+RESIZE_POLICIES = ("resize", "center_crop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How to feed a model: ``(pixel - mean) / std`` on RGB 0..255 after resizing.
+
+    Attributes:
+        height: model input height in pixels.
+        width: model input width in pixels.
+        mean: per-channel value subtracted from 0..255 RGB pixels.
+        std: per-channel divisor applied after the mean.
+        resize: ``"resize"`` (bilinear to the input size) or ``"center_crop"`` (keep the
+            central ``crop_fraction`` of the image, then resize).
+        crop_fraction: fraction of the shorter side kept by ``center_crop``.
+    """
+
+    height: int
+    width: int
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    resize: str = "resize"
+    crop_fraction: float = 0.875
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_POLICIES:
+            raise BadInputError(
+                f"unknown resize policy {self.resize!r}; expected one of {RESIZE_POLICIES}"
+            )
+        if self.height <= 0 or self.width <= 0:
+            raise BadInputError(f"input size must be positive, got {self.height}x{self.width}")
+        if any(s == 0 for s in self.std):
+            raise BadInputError("std must not contain 0")
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """Return the (low, high) float range that pixels 0 and 255 map to (first channel)."""
+        return ((0 - self.mean[0]) / self.std[0], (255 - self.mean[0]) / self.std[0])
+
+    @classmethod
+    def from_input_range(cls, height: int, width: int, low: float, high: float,
+                         **kwargs: Any) -> Preprocess:
+        """Build the spec that maps pixel 0 to ``low`` and 255 to ``high``."""
+        std = 255.0 / (high - low)
+        mean = -low * std
+        return cls(height, width, (mean,) * 3, (std,) * 3, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (for sidecars)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise BadInputError(
+                f"unknown preprocessing keys {sorted(unknown)}; expected some of {sorted(fields)}"
+            )
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = _three(values[key], key)
+        return cls(**values)
+
+    def resize_image(self, image: Image.Image) -> np.ndarray:
+        """Return the RGB uint8 array of ``image`` cropped / resized to the input size."""
+        image = image.convert("RGB")
+        if self.resize == "center_crop":
+            w, h = image.size
+            side = min(w, h) * self.crop_fraction
+            left, top = (w - side) / 2, (h - side) / 2
+            image = image.crop((round(left), round(top), round(left + side), round(top + side)))
+        if image.size != (self.width, self.height):
+            image = image.resize((self.width, self.height), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """Map uint8 RGB pixels (HxWx3, or a batch) to the float32 model input."""
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        return (pixels.astype(np.float32) - mean) / std
+
+    def load_pixels(self, path: str | Path) -> np.ndarray:
+        """Read an image file and return resized uint8 RGB pixels (HxWx3).
+
+        Raises:
+            BadInputError: the file is missing or not a readable image.
+        """
+        try:
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    array = np.asarray(image, dtype=np.float32)
+                    scaled = array * (255.0 / max(float(array.max()), 1.0))
+                    image = Image.fromarray(scaled.astype(np.uint8))
+                return self.resize_image(image)
+        except FileNotFoundError as exc:
+            raise BadInputError(f"{path}: no such image file") from exc
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise BadInputError(f"{path}: not a readable image ({exc})") from exc
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """Read an image file and return the float32 model input (HxWx3)."""
+        return self.normalize(self.load_pixels(path))
+
+
+def _three(value: Any, name: str) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * 3
+    values = tuple(float(v) for v in value)
+    if len(values) == 1:
+        return values * 3
+    if len(values) != 3:
+        raise BadInputError(f"{name} needs 1 or 3 values, got {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+# TF-slim MobileNet and Object Detection API SSD: RGB scaled to [-1, 1], plain bilinear resize
+# (the shared float reference was measured that way).
+def inception_preprocess(size: int) -> Preprocess:
+    """Return the [-1, 1] RGB spec of TF-slim MobileNets and SSD models at ``size``."""
+    return Preprocess(size, size)
