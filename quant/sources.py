@@ -1,0 +1,254 @@
+"""Turn whatever the user names as a model into a float Keras model and its preprocessing.
+
+Accepted sources: a zoo name (``mobilenet_v2_1.0_224``) with an optional local
+``--checkpoint``; a URL, ``.tgz`` / ``.tar.gz``, folder or checkpoint prefix whose name is a
+zoo name; a Keras file (``.keras``, ``.h5``); a SavedModel folder. A float ``.tflite`` is
+refused here (it cannot be re-quantized with full accuracy): point to the original model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from quant import zoo
+from quant.errors import BadInputError
+from quant.fetch import ARCHIVE_SUFFIXES, is_url, locate_checkpoint
+from quant.preprocess import Preprocess
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessOptions:
+    """Preprocessing given on the command line for models that do not carry it.
+
+    Attributes:
+        mean: per-channel mean (1 or 3 values) on 0..255 pixels.
+        std: per-channel std (1 or 3 values).
+        input_range: (low, high) that pixels 0 and 255 map to; excludes mean/std.
+        file: a JSON or YAML file with :class:`Preprocess` fields.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_range: tuple[float, float] | None = None
+    file: Path | None = None
+
+    def given(self) -> bool:
+        """Return True when any option was set."""
+        return any(v is not None for v in (self.mean, self.std, self.input_range, self.file))
+
+    def build(self, height: int, width: int) -> Preprocess:
+        """Return the :class:`Preprocess` these options describe for an input size."""
+        if self.file is not None:
+            data = _read_mapping(self.file)
+            data.setdefault("height", height)
+            data.setdefault("width", width)
+            return Preprocess.from_dict(data)
+        if self.input_range is not None:
+            if self.mean is not None or self.std is not None:
+                raise BadInputError("give either --input-range or --mean/--std, not both")
+            low, high = self.input_range
+            if high <= low:
+                raise BadInputError(f"--input-range {low},{high}: high must exceed low")
+            return Preprocess.from_input_range(height, width, low, high)
+        return Preprocess.from_dict({
+            "height": height, "width": width,
+            "mean": self.mean if self.mean is not None else (0.0,),
+            "std": self.std if self.std is not None else (1.0,),
+        })
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatModel:
+    """A float model ready for conversion, with everything its sidecar records.
+
+    Attributes:
+        model: the tf-keras model (batch 1).
+        preprocess: how images are fed to it.
+        name: a short name for output files.
+        task: ``"classify"`` or ``"detect"``.
+        source: the model source as the user gave it.
+        source_file: the file or folder read (its checksum goes into the sidecar).
+        spec: the zoo entry, when the model comes from the zoo.
+        bundled_tflite: a float ``.tflite`` shipped with the checkpoint, if any.
+        postprocess: detection post-processing settings (anchors, NMS), for detectors.
+    """
+
+    model: Any
+    preprocess: Preprocess
+    name: str
+    task: str
+    source: str
+    source_file: Path | None = None
+    spec: zoo.ModelSpec | None = None
+    bundled_tflite: Path | None = None
+    postprocess: Any = None
+
+    @property
+    def num_classes(self) -> int:
+        """Return the size of the model's last output dimension."""
+        return int(self.model.outputs[0].shape[-1])
+
+
+def load_float_model(source: str, checkpoint: str | None = None,
+                     preprocess: PreprocessOptions | None = None) -> FloatModel:
+    """Load the float model named by ``source`` (see the module docstring).
+
+    Args:
+        source: zoo name, URL, archive, folder, checkpoint prefix, Keras file or SavedModel.
+        checkpoint: a local checkpoint for a zoo name (replaces the download).
+        preprocess: preprocessing options for models that do not carry it.
+
+    Raises:
+        BadInputError: the source is not usable; the message says what to pass instead.
+        MissingToolError: a download is needed and the network is unreachable.
+    """
+    options = preprocess or PreprocessOptions()
+    if zoo.is_model(source):
+        spec = zoo.get_model(source)
+        return _from_zoo(spec, checkpoint or spec.url, source, options)
+    path = Path(source).expanduser()
+    if path.suffix == ".tflite":
+        raise BadInputError(
+            f"{source}: a .tflite model cannot be quantized again; pass the model it was "
+            "converted from (zoo name, checkpoint, .keras/.h5 file or SavedModel folder)"
+        )
+    if path.suffix in KERAS_SUFFIXES or (path / "saved_model.pb").is_file():
+        if checkpoint:
+            raise BadInputError(f"--checkpoint applies to zoo models, not to {source}")
+        return _from_keras(path, source, options)
+    spec = _spec_from_name(source)
+    if spec is not None:
+        return _from_zoo(spec, checkpoint or source, source, options)
+    if not path.exists() and not is_url(source):
+        close = zoo.suggest(source)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise BadInputError(f"{source}: not a zoo model name nor an existing path{hint}")
+    raise BadInputError(
+        f"{source}: cannot tell which architecture this checkpoint is; pass "
+        "--model ZOO_NAME --checkpoint PATH (see quantize --list)"
+    )
+
+
+def _spec_from_name(source: str) -> zoo.ModelSpec | None:
+    """Return the zoo entry a URL / archive / folder / prefix is named after, if any."""
+    stem = Path(source.rstrip("/")).name
+    for suffix in (*ARCHIVE_SUFFIXES, ".ckpt", ".index"):
+        stem = stem.removesuffix(suffix)
+    return zoo.get_model(stem) if zoo.is_model(stem) else None
+
+
+def _from_zoo(spec: zoo.ModelSpec, checkpoint: str, source: str,
+              options: PreprocessOptions) -> FloatModel:
+    from quant.checkpoints import load_weights
+    from quant.models import build_classifier
+
+    if spec.task != "classify":
+        from quant.detection_sources import load_detection_model
+
+        return load_detection_model(spec, checkpoint, source)
+    files = locate_checkpoint(checkpoint, expected_prefix=spec.checkpoint_prefix)
+    model = build_classifier(spec.family, spec.input_size, spec.depth_multiplier,
+                             spec.num_classes)
+    load_weights(model, files.prefix)
+    preprocess = (options.build(spec.input_size, spec.input_size) if options.given()
+                  else spec.preprocess)
+    return FloatModel(
+        model=model, preprocess=preprocess, name=spec.name, task=spec.task, source=source,
+        source_file=Path(checkpoint) if Path(checkpoint).exists() else files.prefix,
+        spec=spec,
+        bundled_tflite=files.tflite_files[0] if len(files.tflite_files) == 1 else None,
+    )
+
+
+def _from_keras(path: Path, source: str, options: PreprocessOptions) -> FloatModel:
+    from quant._tensorflow import keras, tf
+
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file or folder")
+    try:
+        model = keras.models.load_model(str(path), compile=False)
+    except (OSError, ValueError, ImportError, TypeError, KeyError) as exc:
+        if not path.is_dir():
+            raise BadInputError(
+                f"{path}: not a readable Keras model ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from exc
+        model = _wrap_saved_model(tf.saved_model.load(str(path)), path)
+    model = _with_batch_one(model, path)
+    _, height, width, _ = model.inputs[0].shape
+    if not options.given():
+        raise BadInputError(
+            f"{path}: cannot infer its preprocessing; pass --input-range LOW,HIGH "
+            "(e.g. -1,1 or 0,1), --mean/--std, or --preprocess FILE.json"
+        )
+    return FloatModel(
+        model=model, preprocess=options.build(height, width), name=path.stem or path.name,
+        task="classify", source=source, source_file=path,
+    )
+
+
+def _wrap_saved_model(loaded, path: Path):
+    """Wrap a non-Keras SavedModel's serving signature (TF Hub style) in a Keras model."""
+    from quant._tensorflow import keras, tf
+
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise BadInputError(f"{path}: SavedModel has no 'serving_default' signature")
+    (input_name, spec), = signature.structured_input_signature[1].items()
+    shape = list(spec.shape)
+    if len(shape) != 4 or None in shape[1:]:
+        raise BadInputError(
+            f"{path}: input {input_name} has shape {shape}; a static NHWC image shape is needed"
+        )
+    output_name = sorted(signature.structured_outputs)[0]
+
+    class SavedModelLayer(keras.layers.Layer):
+        def call(self, inputs):
+            return signature(**{input_name: tf.cast(inputs, spec.dtype)})[output_name]
+
+    inputs = keras.Input(shape[1:], batch_size=1, name="input")
+    layer = SavedModelLayer(name="saved_model")
+    layer._saved_model = loaded  # keep the variables alive
+    return keras.Model(inputs, layer(inputs), name=path.name)
+
+
+def _with_batch_one(model, path: Path):
+    """Return ``model`` with a static batch-1 input (rebuilt around its layers if needed)."""
+    from quant._tensorflow import keras
+
+    if len(model.inputs) != 1:
+        raise BadInputError(f"{path}: models with {len(model.inputs)} inputs are not supported")
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or None in tuple(shape[1:]):
+        raise BadInputError(
+            f"{path}: input shape {tuple(shape)} is not a static NHWC image; "
+            "re-export the model with a fixed input size"
+        )
+    if shape[0] == 1:
+        return model
+    inputs = keras.Input(tuple(shape[1:]), batch_size=1, name="input")
+    return keras.Model(inputs, model(inputs), name=model.name)
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read preprocessing file ({exc.strerror})") from exc
+    try:
+        if Path(path).suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, ImportError) as exc:
+        raise BadInputError(f"{path}: not valid JSON/YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path}: expected a mapping of preprocessing fields")
+    return data
