@@ -252,3 +252,33 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: expected a mapping of preprocessing fields")
     return data
+
+
+def max_abs_diff_with_tflite(float_model: FloatModel, tflite_path: Path, samples: int = 3,
+                             seed: int = 0) -> float:
+    """Run the Keras model and a float ``.tflite`` on random inputs; return the largest gap.
+
+    Used to check a loaded checkpoint against the float ``.tflite`` its archive bundles.
+    """
+    import numpy as np
+
+    from edgetpu.runtime import make_interpreter
+
+    interpreter = make_interpreter(tflite_path)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    expected = tuple(float_model.model.inputs[0].shape[1:])
+    if tuple(inp["shape"][1:]) != expected:
+        raise BadInputError(
+            f"{tflite_path}: input shape {tuple(inp['shape'])} differs from the model's {expected}"
+        )
+    low, high = float_model.preprocess.input_range
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for _ in range(samples):
+        x = rng.uniform(low, high, (1, *expected)).astype(np.float32)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        reference = interpreter.get_tensor(out["index"])
+        worst = max(worst, float(np.abs(float_model.model(x).numpy() - reference).max()))
+    return worst

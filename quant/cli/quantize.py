@@ -1,0 +1,109 @@
+"""quantize: a float model (zoo name, checkpoint, Keras file, SavedModel) -> int8 .tflite.
+
+Examples::
+
+    quantize --list --task classify --max-macs 100
+    quantize --recommend --task detect --edgetpu-only
+    quantize --model mobilenet_v2_1.0_224
+    quantize --model mobilenet_v2_1.0_224 --checkpoint mobilenet_v2_1.0_224.tgz \\
+        --calib-dir images/ --out out/
+    quantize --model my_model.keras --input-range -1,1 --calib-dir images/ --per-tensor
+
+Writes ``<out>/<model>_int8.tflite`` with a JSON sidecar and a Markdown summary.
+Exit codes: 0 ok, 2 bad input, 3 a download or tool is needed but missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from quant.cli.listing import add_listing_arguments, run_listing
+from quant.errors import BadInputError, cli_entry
+from quant.paths import DEFAULT_OUT
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def _range(text: str) -> tuple[float, float]:
+    values = _floats(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``quantize``."""
+    parser = argparse.ArgumentParser(
+        prog="quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_argument_group("model")
+    source.add_argument("--model", help="zoo name, URL, .tgz, checkpoint folder or prefix, "
+                        ".keras/.h5 file, or SavedModel folder")
+    source.add_argument("--checkpoint", help="local checkpoint (.tgz, folder or prefix) for a "
+                        "zoo model, instead of downloading it")
+    prep = parser.add_argument_group("preprocessing (for models that do not carry it)")
+    prep.add_argument("--input-range", type=_range, metavar="LOW,HIGH",
+                      help="float range that pixels 0 and 255 map to, e.g. -1,1")
+    prep.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean (0..255)")
+    prep.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
+    prep.add_argument("--preprocess", type=Path, metavar="FILE",
+                      help="JSON/YAML file with height, width, mean, std, resize")
+    calib = parser.add_argument_group("calibration")
+    calib.add_argument("--calib-dir", help="image folder (recursive), manifest (.txt) or "
+                       "labels CSV; default: a public set downloaded once into the cache")
+    calib.add_argument("--calib-size", type=int, default=300, help="images used (default 300)")
+    calib.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    quant = parser.add_argument_group("quantization")
+    quant.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
+                       help="input/output type (default uint8, what Coral examples feed)")
+    quant.add_argument("--per-tensor", action="store_true",
+                       help="per-tensor weights (default per-channel)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
+    listing = parser.add_argument_group("choosing a model")
+    add_listing_arguments(listing)
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Run ``quantize``; see the module docstring."""
+    args = build_parser().parse_args(argv)
+    if args.list or args.recommend:
+        return run_listing(args)
+    if not args.model:
+        raise BadInputError("--model is required (a zoo name or a path; see quantize --list)")
+    from quant.sources import PreprocessOptions, load_float_model
+
+    options = PreprocessOptions(mean=args.mean, std=args.std, input_range=args.input_range,
+                                file=args.preprocess)
+    float_model = load_float_model(args.model, args.checkpoint, options)
+    print(f"loaded {float_model.name} ({float_model.task}, input "
+          f"{float_model.preprocess.height}x{float_model.preprocess.width})", file=sys.stderr)
+    return _quantize(args, float_model)
+
+
+def _quantize(args: argparse.Namespace, float_model) -> int:
+    from quant import ptq
+    from quant.calibration import calibration_set
+
+    calibration = calibration_set(float_model, args.calib_dir, size=args.calib_size,
+                                  seed=args.seed)
+    result = ptq.quantize_model(
+        float_model, calibration,
+        ptq.QuantizeOptions(io_type=args.io, per_tensor=args.per_tensor),
+    )
+    paths = ptq.save(result, args.out)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
