@@ -1,4 +1,4 @@
-"""``python -m quant ...`` runs ``quantize``; ``python -m quant validate ...`` runs validate-quant."""
+"""`python -m quant` runs quantize; `python -m quant validate ...` runs validate-quant."""
 
 import sys
 
