@@ -1,0 +1,140 @@
+"""validate-quant: accuracy drift, per-layer error and latency of an int8 model vs its float one.
+
+Examples::
+
+    validate-quant --float mobilenet_v2_1.0_224 --int8 out/mobilenet_v2_1.0_224_int8.tflite \\
+        --data images/ --labels labels.csv --max-drift 1.5
+    validate-quant --float float.tflite --int8 int8.tflite --data images/   # agreement only
+    validate-quant --int8 ssd_int8.tflite --data val2017/ \\
+        --annotations instances_val2017.json --json report.json
+
+Images are decoded once and fed to both models. Labels: a CSV ``file,label``, or a folder
+per class; 1001-output models (TF-slim, 0 = background) get +1 on 0-based labels.
+Drift (points): top-1 drop with labels, else 100 x (1 - top-1 agreement); detection: mAP
+drop with annotations, else 100 x (1 - mAP of int8 against float detections).
+
+Writes ``report.md``, ``report.json`` and PNG plots to ``<out>/validate-<int8 name>/``.
+Exit codes: 0 ok, 1 drift above --max-drift, 2 bad input, 3 Edge TPU runtime missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from quant.errors import BadInputError, CheckFailedError, cli_entry
+from quant.paths import DEFAULT_OUT
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+
+
+def _range(text: str) -> tuple[float, float]:
+    values = _floats(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``validate-quant``."""
+    parser = argparse.ArgumentParser(
+        prog="validate-quant", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    models = parser.add_argument_group("models")
+    models.add_argument("--int8", type=Path, required=True, help="quantized .tflite to check")
+    models.add_argument("--float", dest="float_ref", metavar="REF",
+                        help="float reference: .tflite, zoo name, checkpoint .tgz, "
+                             ".keras/.h5 file or SavedModel folder")
+    models.add_argument("--device", help="Edge TPU device for a compiled int8 model "
+                        "(':0', 'usb', 'usb:N', 'pci', 'pci:N')")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, required=True, help="image folder")
+    data.add_argument("--labels", type=Path, help="CSV file,label (classification)")
+    data.add_argument("--label-offset", type=int,
+                      help="added to labels to get output indices (default: +1 for 1001 "
+                           "outputs and 0-based labels, else 0)")
+    data.add_argument("--annotations", type=Path, help="COCO instances JSON (detection)")
+    data.add_argument("--limit", type=int, help="use only the first N images")
+    prep = parser.add_argument_group("preprocessing (default: the model's, else [-1, 1] RGB)")
+    prep.add_argument("--input-range", type=_range, metavar="LOW,HIGH",
+                      help="float range that pixels 0 and 255 map to, e.g. -1,1")
+    prep.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean (0..255)")
+    prep.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
+    prep.add_argument("--preprocess", type=Path, metavar="FILE",
+                      help="JSON/YAML file with height, width, mean, std, resize")
+    run = parser.add_argument_group("run")
+    run.add_argument("--max-drift", type=float, metavar="PTS",
+                     help="exit 1 when the drift exceeds PTS percentage points")
+    run.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    run.add_argument("--layer-images", type=int, default=8,
+                     help="images for the per-layer error (default 8; 0 skips it)")
+    run.add_argument("--latency-runs", type=int, default=50,
+                     help="timed runs per model and thread count (default 50; 0 skips)")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
+    run.add_argument("--json", type=Path, metavar="FILE", help="also write report.json here")
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Run ``validate-quant``; see the module docstring."""
+    args = build_parser().parse_args(argv)
+    for name in ("limit", "threads"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise BadInputError(f"--{name} must be positive, got {value}")
+    from quant.validate.pipeline import ValidateConfig, run_validation
+    from quant.validate.report import write_report
+
+    config = ValidateConfig(
+        int8=args.int8, data=args.data, float_ref=args.float_ref, labels=args.labels,
+        annotations=args.annotations, max_drift=args.max_drift, limit=args.limit,
+        layer_images=args.layer_images, latency_runs=args.latency_runs,
+        num_threads=args.threads, device=args.device,
+        preprocess_options=_preprocess_options(args), label_offset=args.label_offset,
+    )
+    report = run_validation(config)
+    out_dir = args.out / f"validate-{args.int8.stem}"
+    for path in write_report(report, out_dir, args.json):
+        print(path)
+    print(_summary(report), file=sys.stderr)
+    if report["drift_exceeded"]:
+        raise CheckFailedError(
+            f"drift {report['drift_pts']:.2f} points exceeds --max-drift {args.max_drift}; "
+            f"see {out_dir / 'report.md'}"
+        )
+    return 0
+
+
+def _preprocess_options(args: argparse.Namespace):  # -> quant.sources.PreprocessOptions | None
+    if all(getattr(args, k) is None for k in ("input_range", "mean", "std", "preprocess")):
+        return None
+    from quant.sources import PreprocessOptions
+
+    return PreprocessOptions(mean=args.mean, std=args.std, input_range=args.input_range,
+                             file=args.preprocess)
+
+
+def _summary(report: dict) -> str:
+    parts = []
+    for name in ("float", "int8"):
+        values = report.get(name) or {}
+        parts += [f"{name} {k} {v:.4f}" for k, v in values.items()]
+    if "agreement" in report:
+        parts.append(f"agreement {report['agreement']:.4f}")
+    if report.get("drift_pts") is not None:
+        parts.append(f"drift {report['drift_pts']:.2f} pts")
+    parts.append(f"{report['seconds']} s")
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The validation run: decode once, run both models, compute metrics, per-layer error, latency.
+
+:func:`run_validation` returns a plain JSON-ready dict (the content of ``report.json``);
+:mod:`quant.validate.report` renders it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetpu.runtime import cpu_count, list_edge_tpus
+from quant.errors import BadInputError
+from quant.preprocess import Preprocess, inception_preprocess
+from quant.validate import data, detection, layers, metrics
+from quant.validate.latency import measure_latency, model_size_bytes
+from quant.validate.reference import Reference, load_reference
+from quant.validate.runners import TfliteRunner
+
+# Detections of the float model at or above this score are ground truth for the int8 one.
+PSEUDO_GT_SCORE = 0.5
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """What to validate and how (mirrors the command-line options)."""
+
+    int8: Path
+    data: Path
+    float_ref: str | None = None
+    labels: Path | None = None
+    annotations: Path | None = None
+    max_drift: float | None = None
+    limit: int | None = None
+    layer_images: int = 8
+    latency_runs: int = 50
+    num_threads: int | None = None
+    device: str | None = None
+    preprocess_options: Any = None
+    label_offset: int | None = None
+
+
+def run_validation(config: ValidateConfig) -> dict[str, Any]:
+    """Validate ``config.int8`` against ``config.float_ref`` on ``config.data``.
+
+    Returns:
+        The report as a JSON-ready dict; ``drift_exceeded`` tells whether ``max_drift`` was
+        passed (the caller decides the exit code).
+
+    Raises:
+        BadInputError: inputs are missing, inconsistent or cannot be compared.
+    """
+    start = time.perf_counter()
+    if config.max_drift is not None and config.float_ref is None:
+        raise BadInputError("--max-drift needs a float reference to drift from: add --float")
+    reference = (load_reference(config.float_ref, config.preprocess_options, config.num_threads)
+                 if config.float_ref else None)
+    spec = _preprocess(reference, config)
+    int8 = TfliteRunner(config.int8, spec, config.num_threads, config.device)
+    _log(f"int8 model {config.int8.name}: input {int8.input_dtype} "
+         f"{int8.input_size[0]}x{int8.input_size[1]}")
+    if reference is not None:
+        _check_compatible(reference, int8, config)
+    report: dict[str, Any] = {
+        "int8_model": str(config.int8),
+        "float_model": reference.describe() if reference else None,
+        "data": str(config.data),
+        "preprocess": spec.to_dict(),
+        "threads": config.num_threads or cpu_count(),
+    }
+    if int8.is_detector:
+        report.update(_detection(config, int8, reference, spec))
+    else:
+        report.update(_classification(config, int8, reference, spec))
+    report["latency"] = _latency(config, reference)
+    report["drift_pts"] = _drift_points(report)
+    report["max_drift_pts"] = config.max_drift
+    report["drift_exceeded"] = (config.max_drift is not None and report["drift_pts"] is not None
+                                and report["drift_pts"] > config.max_drift)
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    return report
+
+
+def _preprocess(reference: Reference | None, config: ValidateConfig) -> Preprocess:
+    if reference is not None:
+        return reference.runner.preprocess
+    options = config.preprocess_options
+    if options is not None and options.given():
+        return options.build(1, 1)  # the size is set from the model input
+    return inception_preprocess(1)
+
+
+def _check_compatible(reference: Reference, int8: TfliteRunner, config: ValidateConfig) -> None:
+    if reference.runner.input_size != int8.input_size:
+        fw, fh = reference.runner.input_size
+        qw, qh = int8.input_size
+        raise BadInputError(
+            f"input sizes differ: float {config.float_ref} takes {fw}x{fh}, int8 {config.int8} "
+            f"takes {qw}x{qh}; compare a model with the float model it was made from"
+        )
+    if reference.runner.is_detector != int8.is_detector:
+        raise BadInputError(
+            f"{config.float_ref} and {config.int8} are not the same kind of model "
+            "(one is a detector, the other a classifier)"
+        )
+
+
+def _classification(config: ValidateConfig, int8: TfliteRunner, reference: Reference | None,
+                    spec: Preprocess) -> dict[str, Any]:
+    if config.annotations is not None:
+        raise BadInputError(f"--annotations is for detection models; {config.int8} is a "
+                            "classifier (use --labels)")
+    images = data.list_images(config.data, config.labels).head(config.limit)
+    if reference is None and images.labels is None:
+        raise BadInputError("nothing to measure: give --labels (or a folder per class) or "
+                            "--float")
+    _log(f"decoding {len(images)} images once for both models")
+    pixels = data.decode_images(images.paths, int8.preprocess)
+    _log("running the int8 model")
+    int8_out = int8.classify(pixels)
+    result: dict[str, Any] = {"task": "classify", "images": len(images),
+                              "num_outputs": int(int8_out.shape[1])}
+    labels = _labels(images, int8_out.shape[1], config)
+    result["label_offset"] = None if labels is None else int(labels[1])
+    result["int8"] = metrics.accuracies(int8_out, labels[0]) if labels else {}
+    if reference is None:
+        return result
+    _log(f"running the float reference ({reference.runner.kind})")
+    float_out = reference.runner.classify(pixels)
+    if float_out.shape[1] != int8_out.shape[1]:
+        raise BadInputError(
+            f"the float model has {float_out.shape[1]} outputs and the int8 model "
+            f"{int8_out.shape[1]}; they do not classify the same classes"
+        )
+    result["float"] = metrics.accuracies(float_out, labels[0]) if labels else {}
+    if labels:
+        result["top1_drop"] = result["float"]["top1"] - result["int8"]["top1"]
+        result["top5_drop"] = result["float"]["top5"] - result["int8"]["top5"]
+    result.update(metrics.compare_outputs(float_out, int8_out))
+    result["disagreements"] = [
+        {"float": f, "int8": q, "count": n} for f, q, n in metrics.disagreements(float_out,
+                                                                                 int8_out)
+    ]
+    result["layers"] = _layers(config, reference, pixels, spec)
+    return result
+
+
+def _labels(images: data.ImageList, num_outputs: int,
+            config: ValidateConfig) -> tuple[np.ndarray, int] | None:
+    if images.labels is None:
+        return None
+    offset = (config.label_offset if config.label_offset is not None
+              else data.label_offset(num_outputs, images.labels))
+    labels = np.asarray(images.labels) + offset
+    if labels.max() >= num_outputs or labels.min() < 0:
+        raise BadInputError(f"labels with offset {offset} fall outside the model's "
+                            f"{num_outputs} outputs; check --labels / --label-offset")
+    return labels, offset
+
+
+def _layers(config: ValidateConfig, reference: Reference, pixels: np.ndarray,
+            spec: Preprocess) -> dict[str, Any]:
+    if config.layer_images <= 0:
+        return {"skipped": "disabled (--layer-images 0)"}
+    if reference.tflite_path is None:
+        return {"skipped": "the float reference has no .tflite to compare tensors with"}
+    sample = pixels[: config.layer_images]
+    _log(f"per-layer error on {len(sample)} images")
+    errors = layers.layer_errors(reference.tflite_path, config.int8, sample, spec,
+                                 config.num_threads)
+    return {"images": len(sample), "tensors": [e.to_dict() for e in errors]}
+
+
+def _detection(config: ValidateConfig, int8: TfliteRunner, reference: Reference | None,
+               spec: Preprocess) -> dict[str, Any]:
+    if config.labels is not None:
+        raise BadInputError(f"--labels is for classifiers; {config.int8} is a detector "
+                            "(use --annotations)")
+    if config.annotations is not None:
+        images = detection.coco_images(config.data, config.annotations)
+    elif reference is not None:
+        paths = data.list_images(config.data).paths
+        images = detection.CocoImages(tuple(range(1, len(paths) + 1)), paths,
+                                      tuple(data.image_sizes(paths)), Path())
+    else:
+        raise BadInputError("a detector needs --annotations (COCO instances JSON) or --float "
+                            "to be scored against")
+    if config.limit is not None:
+        n = config.limit
+        images = detection.CocoImages(images.ids[:n], images.paths[:n], images.sizes[:n],
+                                      images.annotations)
+    _log(f"decoding {len(images.paths)} images once for both models")
+    pixels = data.decode_images(images.paths, int8.preprocess)
+    _log("running the int8 detector")
+    int8_dets = int8.detect(pixels, list(images.sizes))
+    result: dict[str, Any] = {"task": "detect", "images": len(images.paths)}
+    float_dets = None
+    if reference is not None:
+        _log("running the float detector")
+        float_dets = reference.runner.detect(pixels, list(images.sizes))
+    if config.annotations is not None:
+        truth = detection.load_coco(config.annotations)
+        result["int8"] = detection.coco_map(
+            truth, detection.to_coco_results(images.ids, int8_dets), images.ids)
+        if float_dets is not None:
+            result["float"] = detection.coco_map(
+                truth, detection.to_coco_results(images.ids, float_dets), images.ids)
+            result["map_drop"] = result["float"]["map"] - result["int8"]["map"]
+    if float_dets is not None:
+        truth = detection.pseudo_ground_truth(images, float_dets, PSEUDO_GT_SCORE)
+        result["int8_vs_float"] = {
+            **detection.coco_map(truth, detection.to_coco_results(images.ids, int8_dets),
+                                 images.ids),
+            "float_score_threshold": PSEUDO_GT_SCORE,
+        }
+        result["layers"] = _layers(config, reference, pixels, spec)
+    return result
+
+
+def _latency(config: ValidateConfig, reference: Reference | None) -> dict[str, Any]:
+    if config.latency_runs <= 0:
+        return {"skipped": "disabled (--latency-runs 0)"}
+    threads = sorted({1, config.num_threads or cpu_count()})
+    models = {"int8": config.int8}
+    if reference is not None and reference.tflite_path is not None:
+        models["float"] = reference.tflite_path
+    _log(f"timing {', '.join(models)} on the CPU with {threads} threads")
+    cpu: dict[str, Any] = {"runs": config.latency_runs, "by_threads": {}}
+    for n in threads:
+        cpu["by_threads"][str(n)] = {
+            name: measure_latency(path, n, config.latency_runs).to_dict()
+            for name, path in models.items()
+        }
+    top = cpu["by_threads"][str(threads[-1])]
+    for name in models:
+        cpu[f"{name}_ms_p50"] = top[name]["p50"]
+    return {
+        "cpu": cpu,
+        "model_bytes": {name: model_size_bytes(path) for name, path in models.items()},
+        "edgetpu": _edgetpu_latency(config),
+    }
+
+
+def _edgetpu_latency(config: ValidateConfig) -> dict[str, Any]:
+    from edgetpu.runtime import is_edgetpu_model
+
+    if not is_edgetpu_model(config.int8):
+        return {"skipped": "the int8 model is not compiled for the Edge TPU"}
+    devices = list_edge_tpus()
+    if not devices:
+        return {"skipped": "no Edge TPU attached"}
+    stats = measure_latency(config.int8, 1, config.latency_runs, device=config.device)
+    return {"device": config.device or f"{devices[0].type}:0", **stats.to_dict()}
+
+
+def _drift_points(report: dict[str, Any]) -> float | None:
+    """Return the accuracy lost by the int8 model, in percentage points (None: unknown)."""
+    if "top1_drop" in report:
+        return 100 * report["top1_drop"]
+    if "map_drop" in report:
+        return 100 * report["map_drop"]
+    if "agreement" in report:
+        return 100 * (1 - report["agreement"])
+    if "int8_vs_float" in report:
+        return 100 * (1 - report["int8_vs_float"]["map"])
+    return None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

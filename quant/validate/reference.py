@@ -1,0 +1,143 @@
+"""Turn a ``--float`` argument into a runnable float reference.
+
+A float ``.tflite`` runs with LiteRT directly. Anything else (zoo name, checkpoint archive,
+Keras file, SavedModel) goes through :func:`quant.sources.load_float_model`; a model that
+ships a float ``.tflite`` (``bundled_tflite``) runs that file with LiteRT, which is faster
+than Keras and the same network. When the loader is not installed, an archive whose only
+float model is a bundled ``.tflite`` is still accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quant.errors import BadInputError
+from quant.paths import cache_dir
+from quant.preprocess import inception_preprocess
+from quant.validate.runners import KerasRunner, TfliteRunner
+
+ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar")
+# Largest output gap (logits) at which a bundled float .tflite stands in for the Keras model.
+BUNDLED_TOLERANCE = 1e-3
+
+
+@dataclass
+class Reference:
+    """A float reference ready to run, and where it came from."""
+
+    runner: TfliteRunner | KerasRunner
+    source: str
+    tflite_path: Path | None
+
+    def describe(self) -> dict[str, str | None]:
+        """Return a JSON-ready description for the report."""
+        return {
+            "source": self.source,
+            "runtime": self.runner.kind,
+            "tflite": str(self.tflite_path) if self.tflite_path else None,
+        }
+
+
+def load_reference(
+    source: str, options: Any = None, num_threads: int | None = None
+) -> Reference:
+    """Load the float reference named by ``source``.
+
+    Args:
+        source: a float ``.tflite``, or anything :func:`quant.sources.load_float_model` takes.
+        options: a ``quant.sources.PreprocessOptions`` from the command line, or None
+            (default: what the model carries, else [-1, 1] RGB).
+        num_threads: CPU threads for LiteRT.
+
+    Raises:
+        BadInputError: the source cannot be loaded as a float model.
+    """
+    path = Path(source)
+    given = options is not None and options.given()
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such float model file")
+        return Reference(_tflite(path, options if given else None, num_threads), source, path)
+    loader = _loader()
+    if loader is None:
+        bundled = _bundled_tflite(path)
+        return Reference(_tflite(bundled, options if given else None, num_threads),
+                         source, bundled)
+    float_model = loader(source, None, options)
+    if float_model.task != "classify":
+        raise BadInputError(
+            f"{source}: float detection references must be a .tflite ending in "
+            "TFLite_Detection_PostProcess; pass that file as --float, or omit --float"
+        )
+    bundled = float_model.bundled_tflite
+    if bundled is not None and _same_network(float_model, Path(bundled)):
+        runner = TfliteRunner(Path(bundled), float_model.preprocess, num_threads)
+        return Reference(runner, source, Path(bundled))
+    return Reference(KerasRunner(float_model.model, float_model.preprocess), source, None)
+
+
+def _same_network(float_model: Any, tflite_path: Path) -> bool:
+    """Return True when the bundled float ``.tflite`` computes what the Keras model does."""
+    from quant.sources import max_abs_diff_with_tflite
+
+    try:
+        return max_abs_diff_with_tflite(float_model, tflite_path) <= BUNDLED_TOLERANCE
+    except BadInputError:
+        return False
+
+
+def _tflite(path: Path, options: Any, num_threads: int | None) -> TfliteRunner:
+    runner = TfliteRunner(path, inception_preprocess(1), num_threads)
+    if options is not None:
+        width, height = runner.input_size
+        runner = TfliteRunner(path, options.build(height, width), num_threads)
+    return runner
+
+
+def _loader() -> Callable[..., Any] | None:
+    """Return ``quant.sources.load_float_model``, or None where it cannot be imported."""
+    try:
+        module = importlib.import_module("quant.sources")
+    except ImportError as exc:  # the loader or one of its project modules is not there yet
+        if (exc.name or "").split(".")[0] == "quant":
+            return None
+        raise
+    return getattr(module, "load_float_model", None)
+
+
+def _bundled_tflite(path: Path) -> Path:
+    """Extract the only ``.tflite`` of an archive into the cache and return its path."""
+    if not path.name.endswith(ARCHIVE_SUFFIXES):
+        raise BadInputError(
+            f"{path}: --float needs a float .tflite or a model archive (.tgz) holding one "
+            "(zoo names, checkpoints and SavedModels need quant.sources)"
+        )
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such archive")
+    try:
+        with tarfile.open(path) as archive:
+            members = [m for m in archive.getmembers()
+                       if m.isfile() and m.name.endswith(".tflite")]
+            if len(members) != 1:
+                raise BadInputError(
+                    f"{path}: expected exactly one .tflite in the archive, found {len(members)}"
+                )
+            digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode())
+            target = cache_dir() / "float_refs" / digest.hexdigest()[:16] / Path(
+                members[0].name).name
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(members[0])
+                assert source is not None  # a regular file member always has content
+                tmp = target.with_suffix(".part")
+                tmp.write_bytes(source.read())
+                tmp.replace(target)
+            return target
+    except (tarfile.TarError, OSError) as exc:
+        raise BadInputError(f"{path}: not a readable archive ({exc})") from exc
