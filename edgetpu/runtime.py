@@ -190,6 +190,11 @@ def load_edgetpu_delegate(device: str | None = None, backend: Backend | None = N
     library = edgetpu_library_name()
     backend = backend or get_backend(for_delegate=True)
     try:
+        ctypes.CDLL(library)  # fails cleanly when absent (load_delegate leaves a broken object)
+    except OSError as exc:
+        raise MissingToolError(f"the Edge TPU runtime {library} is not installed: {INSTALL_HINT}") \
+            from exc
+    try:
         return backend.load_delegate(library, options)
     except (ValueError, OSError, RuntimeError) as exc:
         where = f"device {device!r}" if device else "an Edge TPU"
