@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,11 @@ import pytest
 from PIL import Image
 
 from quant.cli.validate import main
+from quant.errors import BadInputError
 from quant.preprocess import inception_preprocess
+from quant.validate.data import decode_images
+from quant.validate.reference import _bundled_tflite
+from quant.validate.runners import KerasRunner, TfliteRunner
 
 SIZE = 32
 CLASSES = 10
@@ -87,7 +92,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     flipped_share = float(np.isin(predicted, [0, 1]).mean())
     assert 0 < flipped_share < 1, "pick another seed: classes 0/1 must be predicted sometimes"
     return {
-        "root": root, "images": images, "labels": labels,
+        "root": root, "images": images, "labels": labels, "keras": model,
         "flipped_share": flipped_share,  # type: ignore[dict-item]
         "float": _convert(model, root / "float.tflite"),
         "flipped": _convert(_flipped(model), root / "flipped.tflite"),
@@ -233,6 +238,33 @@ def test_detection_against_itself_scores_one(shared_data: Path, tmp_path: Path) 
     result = json.loads(report.read_text())
     assert result["int8_vs_float"]["map"] == pytest.approx(1.0)
     assert result["drift_pts"] == pytest.approx(0.0)
+
+
+def test_keras_runner_matches_float_tflite(tiny: dict) -> None:
+    paths = sorted(tiny["images"].iterdir())[:6]
+    spec = inception_preprocess(SIZE)
+    pixels = decode_images(paths, spec)
+    keras_out = KerasRunner(tiny["keras"], spec, batch_size=4).classify(pixels)
+    tflite_out = TfliteRunner(tiny["float"], spec).classify(pixels)
+    assert keras_out.shape == tflite_out.shape == (6, CLASSES)
+    assert np.allclose(keras_out, tflite_out, atol=1e-4)
+
+
+def test_archive_with_one_bundled_tflite(tiny: dict, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEQ_CACHE", str(tmp_path / "cache"))
+    archive = tmp_path / "model.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tiny["float"], arcname="./model/float.tflite")
+        tar.add(tiny["labels"], arcname="./model/labels.csv")
+    extracted = _bundled_tflite(archive)
+    assert extracted.read_bytes() == tiny["float"].read_bytes()
+    assert _bundled_tflite(archive) == extracted  # cached
+    with tarfile.open(tmp_path / "two.tgz", "w:gz") as tar:
+        tar.add(tiny["float"], arcname="a.tflite")
+        tar.add(tiny["int8"], arcname="b.tflite")
+    with pytest.raises(BadInputError, match="exactly one .tflite"):
+        _bundled_tflite(tmp_path / "two.tgz")
 
 
 @pytest.mark.slow
