@@ -1,0 +1,111 @@
+"""TF1 Object Detection API archives (``pipeline.config`` + ``model.ckpt``) to float SSDs.
+
+The archive's ``pipeline.config`` decides the architecture (:func:`quant.models.ssd.build_ssd`)
+and the post-processing (:class:`quant.postprocess.DetectionHead`); ``model.ckpt`` variables
+are mapped by name. The model's outputs are box encodings and sigmoid class scores;
+``FloatModel.postprocess`` carries the op settings and the anchors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from quant.anchors import ssd_anchors
+from quant.errors import BadInputError
+from quant.fetch import locate_checkpoint
+from quant.pipeline_config import SsdConfig, read_ssd_config
+from quant.postprocess import DetectionHead
+from quant.preprocess import inception_preprocess
+
+# Checkpoint scopes an SSD's weights live in; anything else under them must be consumed.
+SSD_SCOPES = ("FeatureExtractor", "BoxPredictor")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionCheckpoint:
+    """An SSD loaded from an archive: network, parsed config, head, and what was read."""
+
+    model: Any
+    config: SsdConfig
+    head: DetectionHead
+    prefix: Path
+    loaded: int
+
+
+def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "model.ckpt",
+                        ) -> DetectionCheckpoint:
+    """Build the SSD described by an archive's ``pipeline.config`` and load its weights.
+
+    Args:
+        source: URL, ``.tar.gz``, folder or checkpoint prefix of an OD API export.
+        checkpoint_prefix: checkpoint file name to pick when a folder holds several.
+
+    Raises:
+        BadInputError: no ``pipeline.config`` beside the checkpoint, an unsupported
+            architecture, or variables that do not match the model.
+    """
+    from quant.checkpoints import load_weights, open_checkpoint
+    from quant.models.ssd import build_ssd
+
+    files = locate_checkpoint(source, expected_prefix=checkpoint_prefix)
+    if files.pipeline_config is None:
+        raise BadInputError(
+            f"{source}: no pipeline.config beside {files.prefix.name}; detection checkpoints "
+            "need the Object Detection API pipeline.config of the same export"
+        )
+    config = read_ssd_config(files.pipeline_config)
+    model = build_ssd(config)
+    report = load_weights(model, files.prefix, scope="FeatureExtractor")
+    names = open_checkpoint(files.prefix).get_variable_to_shape_map()
+    expected = {
+        name for name in names
+        if name.startswith(SSD_SCOPES) and "ExponentialMovingAverage" not in name
+        and not any(slot in name for slot in ("/RMSProp", "/Momentum", "/Adam"))
+    }
+    if report.loaded != len(expected):
+        raise BadInputError(
+            f"{files.prefix}: the model took {report.loaded} of the checkpoint's "
+            f"{len(expected)} FeatureExtractor/BoxPredictor variables; unused: "
+            f"{', '.join(report.unused[:5]) or 'box predictor variables'}"
+        )
+    sizes = [tuple(int(d) for d in t.shape[1:3]) for t in _feature_map_outputs(model)]
+    anchors = ssd_anchors(config.anchors, sizes, config.image_size)
+    return DetectionCheckpoint(model, config, DetectionHead.from_config(config, anchors),
+                               files.prefix, report.loaded)
+
+
+def load_detection_model(spec: Any, checkpoint: str, source: str):
+    """Return a :class:`quant.sources.FloatModel` for a zoo detection model.
+
+    Args:
+        spec: the zoo entry (``task == "detect"``).
+        checkpoint: its archive (URL, ``.tar.gz``, folder or prefix).
+        source: the model source as the user gave it.
+    """
+    from quant.sources import FloatModel
+
+    loaded = load_ssd_checkpoint(checkpoint, getattr(spec, "checkpoint_prefix", "model.ckpt"))
+    height, width = loaded.config.image_size
+    if (height, width) != (spec.input_size, spec.input_size):
+        raise BadInputError(
+            f"{checkpoint}: pipeline.config says {height}x{width} but {spec.name} is "
+            f"{spec.input_size}x{spec.input_size}; is it the right archive?"
+        )
+    preprocess = getattr(spec, "preprocess", None) or inception_preprocess(height)
+    return FloatModel(
+        model=loaded.model, preprocess=preprocess, name=spec.name, task="detect",
+        source=source,
+        source_file=Path(checkpoint) if Path(checkpoint).exists() else loaded.prefix,
+        spec=spec, postprocess=loaded.head,
+    )
+
+
+def _feature_map_outputs(model: Any) -> list[Any]:
+    """Return the box-encoding conv outputs, one per feature map, in order."""
+    convs = sorted(
+        (layer for layer in model.layers if layer.name.endswith("/BoxEncodingPredictor")),
+        key=lambda layer: int(layer.name.split("/")[0].split("_")[1]),
+    )
+    return [layer.output for layer in convs]

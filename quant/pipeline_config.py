@@ -1,0 +1,294 @@
+"""Read an Object Detection API ``pipeline.config`` (text protobuf) into plain typed data.
+
+The text format is parsed without the OD API's ``.proto`` files: messages become dicts whose
+values are lists (every field may repeat), scalars become int / float / bool / str (enum
+names such as ``RELU_6`` stay strings). :func:`read_ssd_config` then picks the fields an
+SSD export needs into frozen dataclasses, with the OD API defaults where a field is absent.
+
+Example::
+
+    config = read_ssd_config("ssd_mobilenet_v2_coco/pipeline.config")
+    config.feature_extractor.type, config.nms.iou_threshold  # ('ssd_mobilenet_v2', 0.6)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from quant.anchors import AnchorConfig
+from quant.errors import BadInputError
+
+Message = dict[str, list[Any]]
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<comment>\#[^\n]*)
+      | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<punct>[{}<>:,;\[\]])
+      | (?P<word>[^\s{}<>:,;\[\]"'#]+)
+    )""",
+    re.VERBOSE,
+)
+_CLOSE = {"{": "}", "<": ">"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureExtractorConfig:
+    """``feature_extractor`` settings: type (``ssd_mobilenet_v1``...), depth, activation."""
+
+    type: str
+    depth_multiplier: float = 1.0
+    min_depth: int = 16
+    pad_to_multiple: int = 1
+    use_depthwise: bool = False
+    use_explicit_padding: bool = False
+    activation: str = "RELU_6"
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxPredictorConfig:
+    """``convolutional_box_predictor`` settings."""
+
+    kernel_size: int = 1
+    use_depthwise: bool = False
+    num_layers_before_predictor: int = 0
+    box_code_size: int = 4
+    activation: str = "RELU_6"
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxCoderScales:
+    """``faster_rcnn_box_coder`` scales (the post-processing op's y/x/h/w scales)."""
+
+    y_scale: float = 10.0
+    x_scale: float = 10.0
+    height_scale: float = 5.0
+    width_scale: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NmsConfig:
+    """``post_processing`` settings: ``batch_non_max_suppression`` and the score converter."""
+
+    score_threshold: float = 0.0
+    iou_threshold: float = 0.6
+    max_detections_per_class: int = 100
+    max_total_detections: int = 100
+    use_class_agnostic_nms: bool = False
+    score_converter: str = "IDENTITY"
+
+
+@dataclasses.dataclass(frozen=True)
+class SsdConfig:
+    """The parts of an SSD ``pipeline.config`` that define the network and its export."""
+
+    num_classes: int
+    image_size: tuple[int, int]
+    feature_extractor: FeatureExtractorConfig
+    box_predictor: BoxPredictorConfig
+    anchors: AnchorConfig
+    box_coder: BoxCoderScales
+    nms: NmsConfig
+    encode_background_as_zeros: bool = False
+
+
+def parse_text_proto(text: str, source: str = "<text>") -> Message:
+    """Parse protobuf text format into nested dicts of lists.
+
+    Raises:
+        BadInputError: the text is not valid protobuf text format.
+    """
+    tokens = []
+    pos, end = 0, len(text.rstrip())
+    while pos < end:
+        match = _TOKEN.match(text, pos)
+        if match is None or not match.lastgroup:
+            line = text.count("\n", 0, pos) + 1
+            raise BadInputError(f"{source}:{line}: unreadable text {text[pos:pos + 30]!r}")
+        if match.lastgroup != "comment":
+            tokens.append((match.lastgroup, match.group(match.lastgroup)))
+        pos = match.end()
+    return _parse_message(tokens, 0, None, source)[0]
+
+
+def _parse_message(tokens: list[tuple[str, str]], pos: int, close: str | None,
+                   source: str) -> tuple[Message, int]:
+    message: Message = {}
+    while pos < len(tokens):
+        kind, value = tokens[pos]
+        if kind == "punct" and value == close:
+            return message, pos + 1
+        if kind == "punct" and value in ",;":
+            pos += 1
+            continue
+        if kind != "word":
+            raise BadInputError(f"{source}: expected a field name, found {value!r}")
+        name, pos = value, pos + 1
+        if pos < len(tokens) and tokens[pos] == ("punct", ":"):
+            pos += 1
+        if pos >= len(tokens):
+            raise BadInputError(f"{source}: field {name!r} has no value")
+        kind, value = tokens[pos]
+        if kind == "punct" and value in _CLOSE:
+            child, pos = _parse_message(tokens, pos + 1, _CLOSE[value], source)
+            message.setdefault(name, []).append(child)
+        elif kind == "punct" and value == "[":
+            pos += 1
+            while tokens[pos] != ("punct", "]"):
+                if tokens[pos] != ("punct", ","):
+                    message.setdefault(name, []).append(_scalar(*tokens[pos]))
+                pos += 1
+            pos += 1
+        elif kind in ("word", "string"):
+            message.setdefault(name, []).append(_scalar(kind, value))
+            pos += 1
+        else:
+            raise BadInputError(f"{source}: field {name!r} has no value (found {value!r})")
+    if close is not None:
+        raise BadInputError(f"{source}: missing {close!r} at the end of the file")
+    return message, pos
+
+
+def _scalar(kind: str, value: str) -> Any:
+    if kind == "string":
+        return value[1:-1].encode().decode("unicode_escape")
+    if value in ("true", "True"):
+        return True
+    if value in ("false", "False"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def read_pipeline_config(path: str | Path) -> Message:
+    """Return the parsed ``pipeline.config`` at ``path``.
+
+    Raises:
+        BadInputError: the file is missing or unparsable.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read pipeline config ({exc.strerror})") from exc
+    return parse_text_proto(text, str(path))
+
+
+def read_ssd_config(path: str | Path) -> SsdConfig:
+    """Return the SSD settings of the ``pipeline.config`` at ``path``.
+
+    Raises:
+        BadInputError: the file is unreadable or does not describe an SSD model with a
+            fixed-shape resizer and an ``ssd_anchor_generator``.
+    """
+    return ssd_config_from_message(read_pipeline_config(path), str(path))
+
+
+def ssd_config_from_message(config: Message, source: str = "pipeline.config") -> SsdConfig:
+    """Return the :class:`SsdConfig` of a parsed ``pipeline.config``.
+
+    Raises:
+        BadInputError: a required section is missing or unsupported (named in the message).
+    """
+    model = _one(config, "model", source)
+    if "ssd" not in model:
+        raise BadInputError(
+            f"{source}: model is {', '.join(model) or 'empty'}, not ssd; only SSD / SSDLite "
+            "detection models are supported"
+        )
+    ssd = _one(model, "ssd", source)
+    resizer = _one(_one(ssd, "image_resizer", source), "fixed_shape_resizer", source,
+                   "a fixed_shape_resizer (Edge TPU models need a static input size)")
+    anchor = _one(_one(ssd, "anchor_generator", source), "ssd_anchor_generator", source)
+    extractor = _one(ssd, "feature_extractor", source)
+    predictor = _one(_one(ssd, "box_predictor", source), "convolutional_box_predictor",
+                     source)
+    coder = _get(ssd, "box_coder", {}).get("faster_rcnn_box_coder", [{}])[0]
+    post = _get(ssd, "post_processing", {})
+    nms = _get(post, "batch_non_max_suppression", {})
+    defaults = AnchorConfig()
+    return SsdConfig(
+        num_classes=int(_get(ssd, "num_classes", 0)) or _missing(source, "ssd.num_classes"),
+        image_size=(int(_get(resizer, "height", 300)), int(_get(resizer, "width", 300))),
+        feature_extractor=FeatureExtractorConfig(
+            type=str(_get(extractor, "type", "")) or _missing(source, "feature_extractor.type"),
+            depth_multiplier=float(_get(extractor, "depth_multiplier", 1.0)),
+            min_depth=int(_get(extractor, "min_depth", 16)),
+            pad_to_multiple=int(_get(extractor, "pad_to_multiple", 1)),
+            use_depthwise=bool(_get(extractor, "use_depthwise", False)),
+            use_explicit_padding=bool(_get(extractor, "use_explicit_padding", False)),
+            activation=_activation(extractor),
+        ),
+        box_predictor=BoxPredictorConfig(
+            kernel_size=int(_get(predictor, "kernel_size", 1)),
+            use_depthwise=bool(_get(predictor, "use_depthwise", False)),
+            num_layers_before_predictor=int(_get(predictor, "num_layers_before_predictor", 0)),
+            box_code_size=int(_get(predictor, "box_code_size", 4)),
+            activation=_activation(predictor),
+        ),
+        anchors=AnchorConfig(
+            num_layers=int(_get(anchor, "num_layers", defaults.num_layers)),
+            min_scale=float(_get(anchor, "min_scale", defaults.min_scale)),
+            max_scale=float(_get(anchor, "max_scale", defaults.max_scale)),
+            aspect_ratios=tuple(float(v) for v in anchor.get("aspect_ratios", ()))
+            or defaults.aspect_ratios,
+            scales=tuple(float(v) for v in anchor.get("scales", ())),
+            interpolated_scale_aspect_ratio=float(_get(
+                anchor, "interpolated_scale_aspect_ratio",
+                defaults.interpolated_scale_aspect_ratio)),
+            reduce_boxes_in_lowest_layer=bool(_get(anchor, "reduce_boxes_in_lowest_layer", True)),
+            base_anchor_height=float(_get(anchor, "base_anchor_height", 1.0)),
+            base_anchor_width=float(_get(anchor, "base_anchor_width", 1.0)),
+            height_stride=tuple(int(v) for v in anchor.get("height_stride", ())),
+            width_stride=tuple(int(v) for v in anchor.get("width_stride", ())),
+            height_offset=tuple(int(v) for v in anchor.get("height_offset", ())),
+            width_offset=tuple(int(v) for v in anchor.get("width_offset", ())),
+        ),
+        box_coder=BoxCoderScales(
+            y_scale=float(_get(coder, "y_scale", 10.0)),
+            x_scale=float(_get(coder, "x_scale", 10.0)),
+            height_scale=float(_get(coder, "height_scale", 5.0)),
+            width_scale=float(_get(coder, "width_scale", 5.0)),
+        ),
+        nms=NmsConfig(
+            score_threshold=float(_get(nms, "score_threshold", 0.0)),
+            iou_threshold=float(_get(nms, "iou_threshold", 0.6)),
+            max_detections_per_class=int(_get(nms, "max_detections_per_class", 100)),
+            max_total_detections=int(_get(nms, "max_total_detections", 100)),
+            use_class_agnostic_nms=bool(_get(nms, "use_class_agnostic_nms", False)),
+            score_converter=str(_get(post, "score_converter", "IDENTITY")),
+        ),
+        encode_background_as_zeros=bool(_get(ssd, "encode_background_as_zeros", False)),
+    )
+
+
+def _get(message: Message, name: str, default: Any) -> Any:
+    """Return the last value of a field (protobuf text semantics), or ``default``."""
+    values = message.get(name)
+    return values[-1] if values else default
+
+
+def _one(message: Message, name: str, source: str, what: str | None = None) -> Message:
+    values = message.get(name)
+    if not values or not isinstance(values[-1], dict):
+        raise BadInputError(
+            f"{source}: no {name} section; expected {what or name} as in the Object "
+            "Detection API's SSD configs"
+        )
+    return values[-1]
+
+
+def _missing(source: str, field: str) -> Any:
+    raise BadInputError(f"{source}: {field} is missing")
+
+
+def _activation(section: Message) -> str:
+    hyperparams = _get(section, "conv_hyperparams", {})
+    return str(_get(hyperparams, "activation", "RELU"))

@@ -1,0 +1,228 @@
+"""The ``TFLite_Detection_PostProcess`` custom op: its settings, and adding it to a model.
+
+An SSD converts to TFLite with two outputs, box encodings ``[1, A, 4]`` and class scores
+``[1, A, C + 1]`` (float, or int8 / uint8 after quantization). :func:`append_postprocess`
+edits the converted flatbuffer (with ``tensorflow.lite.tools.flatbuffer_utils``): it adds the
+anchors as a float32 constant, the custom op with its flexbuffer attributes, and its four
+float32 outputs (boxes, classes, scores, count) as the model outputs, as the OD API's
+``export_tflite_ssd_graph`` / ``export_tflite_graph_tf2`` models have them. A trailing
+DEQUANTIZE on either input is bypassed: the op reads quantized inputs itself, so an int8
+model keeps every op before it on the Edge TPU.
+
+Example::
+
+    head = DetectionHead.from_config(ssd_config, anchors)
+    Path("model.tflite").write_bytes(append_postprocess(int8_bytes, head))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from quant.errors import BadInputError
+from quant.pipeline_config import SsdConfig
+
+OP_NAME = "TFLite_Detection_PostProcess"
+OUTPUT_NAMES = (OP_NAME, f"{OP_NAME}:1", f"{OP_NAME}:2", f"{OP_NAME}:3")
+_CUSTOM = 32  # BuiltinOperator.CUSTOM
+_DEQUANTIZE = 6  # BuiltinOperator.DEQUANTIZE
+_FLOAT32 = 0  # TensorType.FLOAT32
+
+
+@dataclasses.dataclass(frozen=True)
+class PostProcessSettings:
+    """The custom op's attributes (names as the op reads them from its flexbuffer)."""
+
+    num_classes: int
+    max_detections: int = 100
+    max_classes_per_detection: int = 1
+    detections_per_class: int = 100
+    use_regular_nms: bool = False
+    nms_score_threshold: float = 1e-8
+    nms_iou_threshold: float = 0.6
+    y_scale: float = 10.0
+    x_scale: float = 10.0
+    h_scale: float = 5.0
+    w_scale: float = 5.0
+
+    @classmethod
+    def from_config(cls, config: SsdConfig, **overrides: Any) -> PostProcessSettings:
+        """Return the settings of a pipeline config (``overrides`` replace fields)."""
+        coder, nms = config.box_coder, config.nms
+        values = {
+            "num_classes": config.num_classes,
+            "max_detections": nms.max_total_detections,
+            "detections_per_class": nms.max_detections_per_class,
+            "nms_score_threshold": nms.score_threshold,
+            "nms_iou_threshold": nms.iou_threshold,
+            "y_scale": coder.y_scale, "x_scale": coder.x_scale,
+            "h_scale": coder.height_scale, "w_scale": coder.width_scale,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def to_flexbuffer(self) -> bytes:
+        """Return the custom options bytes (a flexbuffer map)."""
+        from flatbuffers import flexbuffers
+
+        values = dataclasses.asdict(self)
+        values["_output_quantized"] = True
+        return bytes(flexbuffers.Dumps(values))
+
+    @classmethod
+    def from_flexbuffer(cls, data: bytes) -> PostProcessSettings:
+        """Return the settings stored in a custom options flexbuffer (op defaults if absent)."""
+        from flatbuffers import flexbuffers
+
+        stored = flexbuffers.Loads(bytes(data))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in stored.items() if k in fields}
+        if "num_classes" not in values:
+            raise BadInputError(f"{OP_NAME} options have no num_classes: {sorted(stored)}")
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionHead:
+    """What a detector needs after its network: the op settings and the anchors [A, 4]."""
+
+    settings: PostProcessSettings
+    anchors: np.ndarray
+
+    @classmethod
+    def from_config(cls, config: SsdConfig, anchors: np.ndarray,
+                    **overrides: Any) -> DetectionHead:
+        """Return the head of a pipeline config with its anchors."""
+        return cls(PostProcessSettings.from_config(config, **overrides),
+                   np.asarray(anchors, np.float32))
+
+
+def append_postprocess(model_bytes: bytes, head: DetectionHead) -> bytes:
+    """Return the model with ``TFLite_Detection_PostProcess`` added after its two outputs.
+
+    Args:
+        model_bytes: a converted SSD whose outputs are box encodings [1, A, 4] and class
+            scores [1, A, num_classes + 1].
+        head: the op settings and anchors.
+
+    Raises:
+        BadInputError: the model already has the op, or its outputs do not match the head.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    if find_postprocess(model) is not None:
+        raise BadInputError(f"the model already ends with {OP_NAME}")
+    graph = model.subgraphs[0]
+    boxes, scores = _find_head_inputs(model, graph, head)
+    anchors = head.anchors.astype(np.float32)
+    anchor_index = _add_tensor(model, graph, schema, "anchors", anchors.shape, anchors.tobytes())
+    count = head.settings.max_detections * head.settings.max_classes_per_detection
+    shapes = ([1, count, 4], [1, count], [1, count], [1])
+    outputs = [_add_tensor(model, graph, schema, name, shape)
+               for name, shape in zip(OUTPUT_NAMES, shapes, strict=True)]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
+    code.customCode = OP_NAME
+    code.version = 1
+    model.operatorCodes.append(code)
+    op = schema.OperatorT()
+    op.opcodeIndex = len(model.operatorCodes) - 1
+    op.inputs = np.array([boxes, scores, anchor_index], np.int32)
+    op.outputs = np.array(outputs, np.int32)
+    op.customOptions = np.frombuffer(head.settings.to_flexbuffer(), np.uint8)
+    op.customOptionsFormat = 0  # FLEXBUFFERS
+    graph.operators.append(op)
+    graph.outputs = np.array(outputs, np.int32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_postprocess(model_bytes: bytes) -> PostProcessSettings | None:
+    """Return the settings of the model's ``TFLite_Detection_PostProcess`` op, or None."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    op = find_postprocess(model)
+    return None if op is None else PostProcessSettings.from_flexbuffer(op.customOptions)
+
+
+def replace_postprocess_settings(model_bytes: bytes, **changes: Any) -> bytes:
+    """Return the model with some ``TFLite_Detection_PostProcess`` attributes replaced.
+
+    Raises:
+        BadInputError: the model has no such op, or a name is not an attribute.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    op = find_postprocess(model)
+    if op is None:
+        raise BadInputError(f"the model has no {OP_NAME} op")
+    try:
+        settings = dataclasses.replace(
+            PostProcessSettings.from_flexbuffer(op.customOptions), **changes)
+    except TypeError as exc:
+        raise BadInputError(f"{OP_NAME}: {exc}") from exc
+    op.customOptions = np.frombuffer(settings.to_flexbuffer(), np.uint8)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def find_postprocess(model: Any) -> Any:
+    """Return the ``TFLite_Detection_PostProcess`` OperatorT of a model object, or None."""
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex].customCode
+            if code and (code.decode() if isinstance(code, bytes) else code) == OP_NAME:
+                return op
+    return None
+
+
+def _find_head_inputs(model: Any, graph: Any, head: DetectionHead) -> tuple[int, int]:
+    """Return the tensor indices feeding the op: box encodings and class scores."""
+    num_anchors = len(head.anchors)
+    slots = head.settings.num_classes + 1
+    boxes = scores = None
+    for index in graph.outputs:
+        shape = [int(s) for s in graph.tensors[index].shape]
+        if shape == [1, num_anchors, 4]:
+            boxes = index
+        elif shape == [1, num_anchors, slots]:
+            scores = index
+    if boxes is None or scores is None:
+        found = [[int(s) for s in graph.tensors[i].shape] for i in graph.outputs]
+        raise BadInputError(
+            f"model outputs {found} are not box encodings [1, {num_anchors}, 4] and class "
+            f"scores [1, {num_anchors}, {slots}]; was it built from the same pipeline.config?"
+        )
+    return _bypass_dequantize(model, graph, boxes), _bypass_dequantize(model, graph, scores)
+
+
+def _bypass_dequantize(model: Any, graph: Any, tensor: int) -> int:
+    """Return the quantized input of a DEQUANTIZE producing ``tensor`` (dropping the op)."""
+    for position, op in enumerate(graph.operators):
+        if tensor in op.outputs:
+            if max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                   model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) != _DEQUANTIZE:
+                return tensor
+            del graph.operators[position]
+            return int(op.inputs[0])
+    return tensor
+
+
+def _add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,
+                data: bytes | None = None) -> int:
+    buffer = schema.BufferT()
+    if data is not None:
+        buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.name = name
+    tensor.shape = np.array(list(shape), np.int32)
+    tensor.type = _FLOAT32
+    tensor.buffer = len(model.buffers) - 1
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
