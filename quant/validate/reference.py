@@ -1,18 +1,21 @@
 """Turn a ``--float`` argument into a runnable float reference.
 
 A float ``.tflite`` runs with LiteRT directly. Anything else (zoo name, checkpoint archive,
-Keras file, SavedModel) goes through :func:`quant.sources.load_float_model`; a model that
-ships a float ``.tflite`` (``bundled_tflite``) runs that file with LiteRT, which is faster
-than Keras and the same network. When the loader is not installed, an archive whose only
-float model is a bundled ``.tflite`` is still accepted.
+Keras file, SavedModel) goes through :func:`quant.sources.load_float_model`, then runs as a
+float ``.tflite`` with LiteRT (faster than Keras, and needed for per-layer error and
+latency): the bundled one (``bundled_tflite``) or a cached conversion, each used only when
+its outputs match the Keras model's within float rounding; otherwise Keras runs it. When
+the loader is not installed, an archive whose only float model is a bundled ``.tflite``
+is still accepted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,8 @@ from quant.preprocess import inception_preprocess
 from quant.validate.runners import KerasRunner, TfliteRunner
 
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar")
-# Largest output gap (logits) at which a bundled float .tflite stands in for the Keras model.
-BUNDLED_TOLERANCE = 1e-3
+# Largest output gap at which a float .tflite stands in for the Keras model (float rounding).
+SAME_NETWORK_TOLERANCE = 5e-3
 
 
 @dataclass
@@ -75,21 +78,53 @@ def load_reference(
             f"{source}: float detection references must be a .tflite ending in "
             "TFLite_Detection_PostProcess; pass that file as --float, or omit --float"
         )
-    bundled = float_model.bundled_tflite
-    if bundled is not None and _same_network(float_model, Path(bundled)):
-        runner = TfliteRunner(Path(bundled), float_model.preprocess, num_threads)
-        return Reference(runner, source, Path(bundled))
+    for candidate in _tflite_candidates(float_model):
+        if _same_network(float_model, candidate):
+            runner = TfliteRunner(candidate, float_model.preprocess, num_threads)
+            return Reference(runner, source, candidate)
     return Reference(KerasRunner(float_model.model, float_model.preprocess), source, None)
 
 
+def _tflite_candidates(float_model: Any) -> Iterator[Path]:
+    """Yield the bundled float ``.tflite`` if any, then a conversion of the Keras model."""
+    if float_model.bundled_tflite is not None:
+        yield Path(float_model.bundled_tflite)
+    try:
+        yield converted_tflite(float_model.model)
+    except Exception as exc:  # the converter raises many types; Keras inference still works
+        print(f"note: float model not convertible to .tflite ({type(exc).__name__}); "
+              "running it with Keras, without per-layer error or float latency",
+              file=sys.stderr)
+
+
 def _same_network(float_model: Any, tflite_path: Path) -> bool:
-    """Return True when the bundled float ``.tflite`` computes what the Keras model does."""
+    """Return True when a float ``.tflite`` computes what the Keras model does."""
     from quant.sources import max_abs_diff_with_tflite
 
     try:
-        return max_abs_diff_with_tflite(float_model, tflite_path) <= BUNDLED_TOLERANCE
+        return max_abs_diff_with_tflite(float_model, tflite_path) <= SAME_NETWORK_TOLERANCE
     except BadInputError:
         return False
+
+
+def converted_tflite(model: Any) -> Path:
+    """Return a float ``.tflite`` of a Keras model, converted once and cached by content.
+
+    LiteRT runs it faster than Keras, and per-layer comparison and latency need a
+    ``.tflite``; the cache key hashes the architecture and every weight.
+    """
+    from quant._tensorflow import tf
+
+    digest = hashlib.sha256(model.to_json().encode())
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    target = cache_dir() / "float_refs" / digest.hexdigest()[:16] / f"{model.name}_float.tflite"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".part")
+        tmp.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        tmp.replace(target)
+    return target
 
 
 def _tflite(path: Path, options: Any, num_threads: int | None) -> TfliteRunner:
