@@ -15,7 +15,7 @@ from quant.cli.validate import main
 from quant.errors import BadInputError
 from quant.preprocess import inception_preprocess
 from quant.validate.data import decode_images
-from quant.validate.reference import _bundled_tflite
+from quant.validate.reference import _bundled_tflite, converted_tflite
 from quant.validate.runners import KerasRunner, TfliteRunner
 
 SIZE = 32
@@ -248,6 +248,19 @@ def test_keras_runner_matches_float_tflite(tiny: dict) -> None:
     tflite_out = TfliteRunner(tiny["float"], spec).classify(pixels)
     assert keras_out.shape == tflite_out.shape == (6, CLASSES)
     assert np.allclose(keras_out, tflite_out, atol=1e-4)
+
+
+def test_keras_model_converted_once(tiny: dict, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEQ_CACHE", str(tmp_path / "cache"))
+    path = converted_tflite(tiny["keras"])
+    assert path.is_file() and path.is_relative_to(tmp_path / "cache")
+    mtime = path.stat().st_mtime_ns
+    assert converted_tflite(tiny["keras"]) == path and path.stat().st_mtime_ns == mtime
+    spec = inception_preprocess(SIZE)
+    pixels = decode_images(sorted(tiny["images"].iterdir())[:3], spec)
+    assert np.allclose(TfliteRunner(path, spec).classify(pixels),
+                       TfliteRunner(tiny["float"], spec).classify(pixels), atol=1e-5)
 
 
 def test_archive_with_one_bundled_tflite(tiny: dict, tmp_path: Path,
