@@ -293,3 +293,27 @@ def test_acceptance_mobilenet_v2(shared_data: Path, tmp_path: Path) -> None:
     assert result["float"]["top1"] == pytest.approx(0.766, abs=0.002)
     assert result["int8"]["top1"] == pytest.approx(0.783, abs=0.002)
     assert result["label_offset"] == 1
+
+
+@pytest.mark.slow
+def test_float_ssd_reference_from_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+    from quant.detection_sources import load_ssd_checkpoint
+    from quant.validate.reference import _aligned_head
+
+    int8 = shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
+    loaded = load_ssd_checkpoint(
+        shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")
+    head = _aligned_head(loaded.head, int8)
+    assert head.settings.max_detections == 10 and loaded.head.settings.max_detections == 100
+    float_path = converted_tflite(loaded.model, head)
+    report = tmp_path / "r.json"
+    code = main(["--float", str(float_path), "--int8", str(int8),
+                 "--data", str(shared_data / "coco_mini" / "val2017"), "--annotations",
+                 str(shared_data / "coco_mini" / "annotations" / "instances_val2017.json"),
+                 "--latency-runs", "0", "--out", str(tmp_path / "out"), "--json", str(report)])
+    assert code == 0
+    result = json.loads(report.read_text())
+    # The float checkpoint holds the int8 model's dequantized weights: close scores.
+    assert abs(result["map_drop"]) < 0.02
+    assert result["int8_vs_float"]["map50"] > 0.9
+    assert min(t["sqnr_db"] for t in result["layers"]["tensors"]) > 15

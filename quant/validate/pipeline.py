@@ -58,8 +58,8 @@ def run_validation(config: ValidateConfig) -> dict[str, Any]:
     start = time.perf_counter()
     if config.max_drift is not None and config.float_ref is None:
         raise BadInputError("--max-drift needs a float reference to drift from: add --float")
-    reference = (load_reference(config.float_ref, config.preprocess_options, config.num_threads)
-                 if config.float_ref else None)
+    reference = (load_reference(config.float_ref, config.preprocess_options, config.num_threads,
+                                config.int8) if config.float_ref else None)
     spec = _preprocess(reference, config)
     int8 = TfliteRunner(config.int8, spec, config.num_threads, config.device)
     _log(f"int8 model {config.int8.name}: input {int8.input_dtype} "

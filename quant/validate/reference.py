@@ -11,6 +11,7 @@ is still accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import sys
@@ -48,7 +49,8 @@ class Reference:
 
 
 def load_reference(
-    source: str, options: Any = None, num_threads: int | None = None
+    source: str, options: Any = None, num_threads: int | None = None,
+    int8_path: Path | None = None,
 ) -> Reference:
     """Load the float reference named by ``source``.
 
@@ -57,6 +59,8 @@ def load_reference(
         options: a ``quant.sources.PreprocessOptions`` from the command line, or None
             (default: what the model carries, else [-1, 1] RGB).
         num_threads: CPU threads for LiteRT.
+        int8_path: the int8 model; a float detector takes its ``max_detections`` so both
+            are scored on equal terms.
 
     Raises:
         BadInputError: the source cannot be loaded as a float model.
@@ -73,11 +77,10 @@ def load_reference(
         return Reference(_tflite(bundled, options if given else None, num_threads),
                          source, bundled)
     float_model = loader(source, None, options)
-    if float_model.task != "classify":
-        raise BadInputError(
-            f"{source}: float detection references must be a .tflite ending in "
-            "TFLite_Detection_PostProcess; pass that file as --float, or omit --float"
-        )
+    if float_model.task == "detect":
+        head = _aligned_head(float_model.postprocess, int8_path)
+        path = converted_tflite(float_model.model, head)
+        return Reference(TfliteRunner(path, float_model.preprocess, num_threads), source, path)
     for candidate in _tflite_candidates(float_model):
         if _same_network(float_model, candidate):
             runner = TfliteRunner(candidate, float_model.preprocess, num_threads)
@@ -107,24 +110,51 @@ def _same_network(float_model: Any, tflite_path: Path) -> bool:
         return False
 
 
-def converted_tflite(model: Any) -> Path:
+def converted_tflite(model: Any, head: Any = None) -> Path:
     """Return a float ``.tflite`` of a Keras model, converted once and cached by content.
 
     LiteRT runs it faster than Keras, and per-layer comparison and latency need a
-    ``.tflite``; the cache key hashes the architecture and every weight.
+    ``.tflite``; the cache key hashes the architecture, every weight and the head.
+
+    Args:
+        model: a tf-keras model.
+        head: a ``quant.postprocess.DetectionHead`` for an SSD whose outputs are box
+            encodings and class scores: ``TFLite_Detection_PostProcess`` is appended.
     """
     from quant._tensorflow import tf
 
     digest = hashlib.sha256(model.to_json().encode())
     for weight in model.get_weights():
         digest.update(weight.tobytes())
+    if head is not None:
+        digest.update(repr(head.settings).encode() + head.anchors.tobytes())
     target = cache_dir() / "float_refs" / digest.hexdigest()[:16] / f"{model.name}_float.tflite"
     if not target.is_file():
+        data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        if head is not None:
+            from quant.postprocess import append_postprocess
+
+            data = append_postprocess(data, head)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".part")
-        tmp.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        tmp.write_bytes(data)
         tmp.replace(target)
     return target
+
+
+def _aligned_head(head: Any, int8_path: Path | None) -> Any:
+    """Return ``head`` with the int8 model's ``max_detections`` (when it has the op)."""
+    from quant.postprocess import DetectionHead, read_postprocess
+
+    if head is None:
+        raise BadInputError("the float detector carries no post-processing settings")
+    settings = read_postprocess(int8_path.read_bytes()) if int8_path else None
+    if settings is None or settings.max_detections == head.settings.max_detections:
+        return head
+    return DetectionHead(
+        dataclasses.replace(head.settings, max_detections=settings.max_detections),
+        head.anchors,
+    )
 
 
 def _tflite(path: Path, options: Any, num_threads: int | None) -> TfliteRunner:
