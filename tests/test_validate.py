@@ -276,7 +276,7 @@ def test_archive_with_one_bundled_tflite(tiny: dict, tmp_path: Path,
     with tarfile.open(tmp_path / "two.tgz", "w:gz") as tar:
         tar.add(tiny["float"], arcname="a.tflite")
         tar.add(tiny["int8"], arcname="b.tflite")
-    with pytest.raises(BadInputError, match="exactly one .tflite"):
+    with pytest.raises(BadInputError, match="exactly one float .tflite"):
         _bundled_tflite(tmp_path / "two.tgz")
 
 

@@ -1,7 +1,7 @@
 """Evaluation images: listing, labels, and decoding once into a shared pixel array.
 
-Labels come from a CSV (``file,label``; paths relative to the CSV's folder, the data
-folder, or bare file names) or from a folder per class (sorted folder names give class
+Labels come from a CSV (``file,label``; paths relative to the data folder, or bare file
+names inside it) or from a folder per class (sorted folder names give class
 indices). Both models read the same decoded uint8 pixels, so decoding and resizing happen
 once per run.
 """
@@ -93,15 +93,15 @@ def _from_csv(root: Path, labels_csv: Path) -> ImageList:
             continue
         if len(row) < 2 or not _is_int(row[1]):
             raise BadInputError(f"{labels_csv}:{line}: expected 'file,label' with an integer label")
-        paths.append(_resolve(row[0], root, labels_csv.parent, labels_csv, line))
+        paths.append(_resolve(row[0], root, labels_csv, line))
         labels.append(int(row[1]))
     if not paths:
         raise BadInputError(f"{labels_csv}: no labelled images")
     return ImageList(tuple(paths), tuple(labels))
 
 
-def _resolve(name: str, root: Path, csv_dir: Path, labels_csv: Path, line: int) -> Path:
-    for candidate in (csv_dir / name, root / name, root / Path(name).name):
+def _resolve(name: str, root: Path, labels_csv: Path, line: int) -> Path:
+    for candidate in (root / name, root / Path(name).name):
         if candidate.is_file():
             return candidate
     raise BadInputError(f"{labels_csv}:{line}: image {name!r} not found under {root}")

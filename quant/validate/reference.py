@@ -191,7 +191,9 @@ def _bundled_tflite(path: Path) -> Path:
                        if m.isfile() and m.name.endswith(".tflite")]
             if len(members) != 1:
                 raise BadInputError(
-                    f"{path}: expected exactly one .tflite in the archive, found {len(members)}"
+                    f"{path}: expected exactly one float .tflite in the archive, found "
+                    f"{len(members)}; checkpoints without one need the model loader "
+                    "(quant.sources), which could not be imported"
                 )
             digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode())
             target = cache_dir() / "float_refs" / digest.hexdigest()[:16] / Path(
