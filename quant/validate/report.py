@@ -115,7 +115,8 @@ def _agreement(report: dict[str, Any]) -> list[str]:
     lines = ["## Float vs int8 outputs", "",
              f"- top-1 agreement: {report['agreement']:.4f}",
              f"- top-5 overlap: {report['top5_overlap']:.4f}",
-             f"- mean KL(float || int8): {report['kl_mean']:.5f} nats",
+             f"- mean KL(float || int8): {report['kl_mean']:.5f} nats (a uint8 softmax "
+             "rounds small probabilities to 0, which inflates it)",
              f"- output SQNR (probabilities): {sqnr:.2f} dB", ""]
     if report.get("disagreements"):
         lines += ["Most frequent disagreements (float class -> int8 class):", ""]
