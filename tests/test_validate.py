@@ -191,6 +191,9 @@ def test_bad_inputs_exit_2(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFix
     code, _ = _run(tiny, tmp_path, "--int8", str(tiny["int8"]))
     assert code == 2
     assert "nothing to measure" in capsys.readouterr().err
+    code, _ = _run(tiny, tmp_path, *base, "--device", "usb1")
+    assert code == 2
+    assert "bad Edge TPU device 'usb1'" in capsys.readouterr().err
     code, _ = _run(tiny, tmp_path, "--float", str(tmp_path / "nope.tflite"), "--int8",
                    str(tiny["int8"]))
     assert code == 2

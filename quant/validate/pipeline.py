@@ -213,11 +213,16 @@ def _detection(config: ValidateConfig, int8: TfliteRunner, reference: Reference 
             result["map_drop"] = result["float"]["map"] - result["int8"]["map"]
     if float_dets is not None:
         truth = detection.pseudo_ground_truth(images, float_dets, PSEUDO_GT_SCORE)
-        result["int8_vs_float"] = {
-            **detection.coco_map(truth, detection.to_coco_results(images.ids, int8_dets),
-                                 images.ids),
-            "float_score_threshold": PSEUDO_GT_SCORE,
-        }
+        if truth.dataset["annotations"]:
+            result["int8_vs_float"] = {
+                **detection.coco_map(truth, detection.to_coco_results(images.ids, int8_dets),
+                                     images.ids),
+                "float_score_threshold": PSEUDO_GT_SCORE,
+            }
+        else:
+            result["int8_vs_float"] = {
+                "skipped": f"the float model has no detection scoring {PSEUDO_GT_SCORE} or more"
+            }
         result["layers"] = _layers(config, reference, pixels, spec)
     return result
 
@@ -266,7 +271,7 @@ def _drift_points(report: dict[str, Any]) -> float | None:
         return 100 * report["map_drop"]
     if "agreement" in report:
         return 100 * (1 - report["agreement"])
-    if "int8_vs_float" in report:
+    if "map" in report.get("int8_vs_float", {}):
         return 100 * (1 - report["int8_vs_float"]["map"])
     return None
 

@@ -97,7 +97,7 @@ def _accuracy_table(report: dict[str, Any]) -> list[str]:
     keys = ["top1", "top5"] if report.get("task") == "classify" else ["map", "map50"]
     rows = [(name, report[name]) for name in ("float", "int8")
             if isinstance(report.get(name), dict) and report[name]]
-    if "int8_vs_float" in report:
+    if "map" in report.get("int8_vs_float", {}):
         rows.append(("int8 vs float detections", report["int8_vs_float"]))
     if not rows:
         return []
