@@ -76,7 +76,14 @@ def load_reference(
         bundled = _bundled_tflite(path)
         return Reference(_tflite(bundled, options if given else None, num_threads),
                          source, bundled)
-    float_model = loader(source, None, options)
+    try:
+        float_model = loader(source, None, options)
+    except BadInputError:
+        if not path.name.endswith(ARCHIVE_SUFFIXES):
+            raise
+        bundled = _bundled_tflite(path)  # an archive the loader cannot place: its .tflite
+        return Reference(_tflite(bundled, options if given else None, num_threads),
+                         source, bundled)
     if float_model.task == "detect":
         head = _aligned_head(float_model.postprocess, int8_path)
         path = converted_tflite(float_model.model, head)
