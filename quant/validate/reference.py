@@ -78,10 +78,13 @@ def load_reference(
                          source, bundled)
     try:
         float_model = loader(source, None, options)
-    except BadInputError:
+    except BadInputError as loader_error:
         if not path.name.endswith(ARCHIVE_SUFFIXES):
             raise
-        bundled = _bundled_tflite(path)  # an archive the loader cannot place: its .tflite
+        try:  # an archive the loader cannot place: its bundled float .tflite, if any
+            bundled = _bundled_tflite(path)
+        except BadInputError:
+            raise loader_error from None
         return Reference(_tflite(bundled, options if given else None, num_threads),
                          source, bundled)
     if float_model.task == "detect":
