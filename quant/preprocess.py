@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -31,6 +32,9 @@ class Preprocess:
         resize: ``"resize"`` (bilinear to the input size) or ``"center_crop"`` (keep the
             central ``crop_fraction`` of the image, then resize).
         crop_fraction: fraction of the shorter side kept by ``center_crop``.
+        antialias: smooth when shrinking (PIL's bilinear); False (default) is TensorFlow's
+            ``tf.image.resize`` bilinear with half-pixel centres, which TF-slim and the
+            Object Detection API models were trained and evaluated with.
     """
 
     height: int
@@ -39,6 +43,7 @@ class Preprocess:
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
     resize: str = "resize"
     crop_fraction: float = 0.875
+    antialias: bool = False
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_POLICIES:
@@ -90,9 +95,16 @@ class Preprocess:
             side = min(w, h) * self.crop_fraction
             left, top = (w - side) / 2, (h - side) / 2
             image = image.crop((round(left), round(top), round(left + side), round(top + side)))
-        if image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+        return self.resize_pixels(np.asarray(image, dtype=np.uint8))
+
+    def resize_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Resize uint8 RGB pixels (HxWx3) to the input size with this spec's interpolation."""
+        if pixels.shape[:2] == (self.height, self.width):
+            return pixels
+        size = (self.width, self.height)
+        if self.antialias:
+            return np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR))
+        return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR)
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Map uint8 RGB pixels (HxWx3, or a batch) to the float32 model input."""
