@@ -70,8 +70,7 @@ def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "mod
             f"{len(expected)} FeatureExtractor/BoxPredictor variables; unused: "
             f"{', '.join(report.unused[:5]) or 'box predictor variables'}"
         )
-    sizes = [tuple(int(d) for d in t.shape[1:3]) for t in _feature_map_outputs(model)]
-    anchors = ssd_anchors(config.anchors, sizes, config.image_size)
+    anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
     return DetectionCheckpoint(model, config, DetectionHead.from_config(config, anchors),
                                files.prefix, report.loaded)
 
@@ -102,10 +101,10 @@ def load_detection_model(spec: Any, checkpoint: str, source: str):
     )
 
 
-def _feature_map_outputs(model: Any) -> list[Any]:
-    """Return the box-encoding conv outputs, one per feature map, in order."""
+def feature_map_sizes(model: Any) -> list[tuple[int, int]]:
+    """Return the (height, width) of each feature map of an SSD built by ``build_ssd``."""
     convs = sorted(
         (layer for layer in model.layers if layer.name.endswith("/BoxEncodingPredictor")),
         key=lambda layer: int(layer.name.split("/")[0].split("_")[1]),
     )
-    return [layer.output for layer in convs]
+    return [(int(layer.output.shape[1]), int(layer.output.shape[2])) for layer in convs]

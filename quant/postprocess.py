@@ -3,11 +3,13 @@
 An SSD converts to TFLite with two outputs, box encodings ``[1, A, 4]`` and class scores
 ``[1, A, C + 1]`` (float, or int8 / uint8 after quantization). :func:`append_postprocess`
 edits the converted flatbuffer (with ``tensorflow.lite.tools.flatbuffer_utils``): it adds the
-anchors as a float32 constant, the custom op with its flexbuffer attributes, and its four
+anchors as a constant (float32, or uint8 like the box encodings), the custom op with its
+flexbuffer attributes, and its four
 float32 outputs (boxes, classes, scores, count) as the model outputs, as the OD API's
-``export_tflite_ssd_graph`` / ``export_tflite_graph_tf2`` models have them. A trailing
-DEQUANTIZE on either input is bypassed: the op reads quantized inputs itself, so an int8
-model keeps every op before it on the Edge TPU.
+``export_tflite_ssd_graph`` / ``export_tflite_graph_tf2`` models have them. The kernel
+reads float32 or uint8 inputs: a trailing DEQUANTIZE on an input is bypassed and an int8
+input is requantized to uint8 (an exact QUANTIZE op, which the Edge TPU runs), so the
+post-processing op stays the only op on the CPU.
 
 Example::
 
@@ -30,6 +32,8 @@ OUTPUT_NAMES = (OP_NAME, f"{OP_NAME}:1", f"{OP_NAME}:2", f"{OP_NAME}:3")
 _CUSTOM = 32  # BuiltinOperator.CUSTOM
 _DEQUANTIZE = 6  # BuiltinOperator.DEQUANTIZE
 _FLOAT32 = 0  # TensorType.FLOAT32
+_UINT8, _INT8 = 3, 9  # TensorType
+_QUANTIZE = 114  # BuiltinOperator.QUANTIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +123,7 @@ def append_postprocess(model_bytes: bytes, head: DetectionHead) -> bytes:
         raise BadInputError(f"the model already ends with {OP_NAME}")
     graph = model.subgraphs[0]
     boxes, scores = _find_head_inputs(model, graph, head)
-    anchors = head.anchors.astype(np.float32)
-    anchor_index = _add_tensor(model, graph, schema, "anchors", anchors.shape, anchors.tobytes())
+    anchor_index = _add_anchors(model, graph, schema, head.anchors, graph.tensors[boxes].type)
     count = head.settings.max_detections * head.settings.max_classes_per_detection
     shapes = ([1, count, 4], [1, count], [1, count], [1])
     outputs = [_add_tensor(model, graph, schema, name, shape)
@@ -198,7 +201,48 @@ def _find_head_inputs(model: Any, graph: Any, head: DetectionHead) -> tuple[int,
             f"model outputs {found} are not box encodings [1, {num_anchors}, 4] and class "
             f"scores [1, {num_anchors}, {slots}]; was it built from the same pipeline.config?"
         )
-    return _bypass_dequantize(model, graph, boxes), _bypass_dequantize(model, graph, scores)
+    return tuple(  # type: ignore[return-value]
+        _as_uint8(model, graph, _bypass_dequantize(model, graph, index))
+        for index in (boxes, scores)
+    )
+
+
+def _as_uint8(model: Any, graph: Any, tensor: int) -> int:
+    """Return ``tensor``, or for an int8 tensor a uint8 copy made by a QUANTIZE op.
+
+    The kernel reads float32 or uint8 inputs only; int8 -> uint8 (zero point + 128) is
+    exact and QUANTIZE maps to the Edge TPU, so the op stays the only CPU op.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    source = graph.tensors[tensor]
+    if source.type != _INT8:
+        return tensor
+    quantization = schema.QuantizationParametersT()
+    quantization.scale = np.array(source.quantization.scale, np.float32)
+    quantization.zeroPoint = np.array(source.quantization.zeroPoint, np.int64) + 128
+    name = source.name.decode() if isinstance(source.name, bytes) else source.name
+    index = _add_tensor(model, graph, schema, f"{name}_uint8", source.shape,
+                        tensor_type=_UINT8, quantization=quantization)
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(model, schema, _QUANTIZE)
+    op.inputs = np.array([tensor], np.int32)
+    op.outputs = np.array([index], np.int32)
+    graph.operators.append(op)
+    return index
+
+
+def _opcode(model: Any, schema: Any, builtin: int) -> int:
+    """Return the index of a builtin operator code (version 1), adding it if needed."""
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
 
 
 def _bypass_dequantize(model: Any, graph: Any, tensor: int) -> int:
@@ -213,8 +257,29 @@ def _bypass_dequantize(model: Any, graph: Any, tensor: int) -> int:
     return tensor
 
 
+def _add_anchors(model: Any, graph: Any, schema: Any, anchors: np.ndarray,
+                 box_type: int) -> int:
+    """Add the anchors constant in the box encodings' type (the kernel reads them so).
+
+    With uint8 box encodings the op dequantizes the anchors with the same code path, so
+    they are stored as uint8 too (zero point 0, the largest anchor at code 255), as in the
+    OD API's quantized exports.
+    """
+    anchors = np.asarray(anchors, np.float32)
+    if box_type != _UINT8:
+        return _add_tensor(model, graph, schema, "anchors", anchors.shape, anchors.tobytes())
+    scale = float(anchors.max()) / 255
+    codes = np.clip(np.round(anchors / scale), 0, 255).astype(np.uint8)
+    quantization = schema.QuantizationParametersT()
+    quantization.scale = np.array([scale], np.float32)
+    quantization.zeroPoint = np.array([0], np.int64)
+    return _add_tensor(model, graph, schema, "anchors", anchors.shape, codes.tobytes(),
+                       box_type, quantization)
+
+
 def _add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,
-                data: bytes | None = None) -> int:
+                data: bytes | None = None, tensor_type: int = _FLOAT32,
+                quantization: Any = None) -> int:
     buffer = schema.BufferT()
     if data is not None:
         buffer.data = np.frombuffer(data, np.uint8)
@@ -222,7 +287,8 @@ def _add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,
     tensor = schema.TensorT()
     tensor.name = name
     tensor.shape = np.array(list(shape), np.int32)
-    tensor.type = _FLOAT32
+    tensor.type = tensor_type
+    tensor.quantization = quantization
     tensor.buffer = len(model.buffers) - 1
     graph.tensors.append(tensor)
     return len(graph.tensors) - 1

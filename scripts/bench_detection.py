@@ -1,0 +1,205 @@
+"""Detection benchmark: COCO mAP of the shared int8 SSD, of our float load and our int8 PTQ.
+
+Over the annotated ``coco_mini/val2017`` images (pycocotools), with one post-processing for
+every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
+
+- ``coco_mini_map`` / ``coco_mini_map50``: the shared quantization-aware int8 model;
+- ``float_map``: the float OD API archive loaded by our loader and builder, run in float;
+- ``ours_int8_map``: our post-training int8 of that float model, calibrated on the
+  unannotated ``val2017`` images; ``map_drop = float_map - ours_int8_map``;
+- ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
+- per builder: parameter count, and the share of ops mapped to the Edge TPU after our
+  quantization when the offline analyzer (``edgetpu-check``) is available.
+
+Prints a table and writes JSON::
+
+    python scripts/bench_detection.py --json out/bench_detection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from quant.anchors import ssd_anchors
+from quant.detection_sources import feature_map_sizes, load_ssd_checkpoint
+from quant.paths import shared_data_dir
+from quant.pipeline_config import FeatureExtractorConfig, SsdConfig
+from quant.postprocess import DetectionHead, append_postprocess, replace_postprocess_settings
+from quant.preprocess import inception_preprocess
+from quant.validate.data import decode_images, image_sizes, list_images
+from quant.validate.detection import coco_images, coco_map, load_coco, to_coco_results
+from quant.validate.reference import converted_tflite
+from quant.validate.runners import TfliteRunner
+
+MAX_DETECTIONS = 100
+NMS_IOU = 0.6
+
+
+def main() -> None:
+    """Run the benchmark."""
+    data = shared_data_dir()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", type=Path, default=data / "models" /
+                        "ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")
+    parser.add_argument("--int8-model", type=Path, default=data / "models" /
+                        "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite")
+    parser.add_argument("--coco", type=Path, default=data / "coco_mini")
+    parser.add_argument("--out", type=Path, default=Path("out/bench_detection"))
+    parser.add_argument("--skip-builders", action="store_true",
+                        help="skip the per-builder quantization and mapping")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    images = coco_images(args.coco / "val2017", args.coco / "annotations/instances_val2017.json")
+    calibration = [p for p in list_images(args.coco / "val2017").paths
+                   if p not in set(images.paths)]
+    preprocess = inception_preprocess(300)
+    pixels = decode_images(images.paths, preprocess)
+    sizes = image_sizes(images.paths)
+    ground_truth = load_coco(images.annotations)
+
+    def score(path: Path) -> dict[str, float]:
+        detections = TfliteRunner(path, preprocess).detect(pixels, sizes)
+        return coco_map(ground_truth, to_coco_results(images.ids, detections), images.ids)
+
+    shared = args.out / "shared_int8_100det.tflite"
+    shared.write_bytes(replace_postprocess_settings(
+        args.int8_model.read_bytes(), max_detections=MAX_DETECTIONS, nms_iou_threshold=NMS_IOU))
+    shared_map = score(shared)
+
+    loaded = load_ssd_checkpoint(args.archive)
+    head = _head(loaded.head)
+    float_path = converted_tflite(loaded.model, head)
+    float_map = score(float_path)
+
+    calib_pixels = decode_images(calibration, preprocess)
+    int8_bytes, quantizer = quantize(loaded.model, preprocess.normalize(calib_pixels))
+    ours = args.out / "ssd_mobilenet_v1_0.75_depth_ours_int8.tflite"
+    ours.write_bytes(append_postprocess(int8_bytes, head))
+    ours_map = score(ours)
+
+    oracle = _oracle_anchors(args.int8_model)
+    anchors = head.anchors
+    builders = {} if args.skip_builders else _builders(loaded.config, preprocess.normalize(
+        calib_pixels[:8]), args.out)
+
+    result = {
+        "images": len(images.ids),
+        "calibration_images": len(calibration),
+        "post_processing": {"max_detections": MAX_DETECTIONS, "nms_iou_threshold": NMS_IOU},
+        "coco_mini_map": round(shared_map["map"], 4),
+        "coco_mini_map50": round(shared_map["map50"], 4),
+        "float_map": round(float_map["map"], 4),
+        "float_map50": round(float_map["map50"], 4),
+        "ours_int8_map": round(ours_map["map"], 4),
+        "ours_int8_map50": round(ours_map["map50"], 4),
+        "map_drop": round(float_map["map"] - ours_map["map"], 4),
+        "quantizer": quantizer,
+        "anchor_max_abs_diff": float(np.abs(anchors - oracle[0]).max()),
+        "anchor_oracle_half_step": oracle[1] / 2,
+        "builders": builders,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    _print_table(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def quantize(model, calibration: np.ndarray) -> tuple[bytes, str]:
+    """Return a full-integer (uint8 in/out) model and the name of the quantizer used.
+
+    The stock converter path (per-channel weights, uint8 input/output); the project's PTQ
+    engine (``quant.ptq``) replaces it once it exists.
+    """
+    from quant._tensorflow import tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return converter.convert(), "tflite_converter_full_int8_uint8_io"
+
+
+def _head(head: DetectionHead) -> DetectionHead:
+    settings = dataclasses.replace(head.settings, max_detections=MAX_DETECTIONS,
+                                   nms_iou_threshold=NMS_IOU)
+    return DetectionHead(settings, head.anchors)
+
+
+def _oracle_anchors(path: Path) -> tuple[np.ndarray, float]:
+    from edgetpu.runtime import make_interpreter
+
+    interpreter = make_interpreter(path)
+    interpreter.allocate_tensors()
+    (details,) = [d for d in interpreter.get_tensor_details() if d["name"] == "anchors"]
+    scale, zero_point = details["quantization"]
+    values = interpreter.get_tensor(details["index"]).astype(np.float32)
+    return (values - zero_point) * np.float32(scale), float(scale)
+
+
+def _builders(v1_config: SsdConfig, calibration: np.ndarray, out: Path) -> dict[str, dict]:
+    """Return parameter counts (and mapped op share when the analyzer exists) per builder."""
+    from quant.models.ssd import build_ssd
+
+    variants = {
+        "ssd_mobilenet_v1_0.75_depth": v1_config,
+        "ssd_mobilenet_v2": dataclasses.replace(v1_config, feature_extractor=FeatureExtractorConfig(
+            "ssd_mobilenet_v2", 1.0, 16)),
+        "ssdlite_mobilenet_v2": dataclasses.replace(
+            v1_config,
+            feature_extractor=FeatureExtractorConfig("ssd_mobilenet_v2", 1.0, 16,
+                                                     use_depthwise=True),
+            box_predictor=dataclasses.replace(v1_config.box_predictor, kernel_size=3,
+                                              use_depthwise=True)),
+    }
+    analyze = _analyzer()
+    rows = {}
+    for name, config in variants.items():
+        model = build_ssd(config, name=name)
+        row = {"params": int(model.count_params()), "mapped_share": None}
+        if analyze is not None:
+            data, _ = quantize(model, calibration)
+            anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
+            path = out / f"{name}_random_int8.tflite"
+            path.write_bytes(append_postprocess(data, DetectionHead.from_config(config, anchors)))
+            row["mapped_share"] = analyze(path)
+        rows[name] = row
+    return rows
+
+
+def _analyzer():
+    """Return ``path -> share of ops mapped`` from the project's analyzer, or None."""
+    try:
+        from edgetpu.analyze import analyze_model
+    except ImportError:
+        return None
+
+    def share(path: Path) -> float:
+        report = analyze_model(path)
+        return float(report.mapped_share)
+
+    return share
+
+
+def _print_table(result: dict) -> None:
+    rows = [(k, v) for k, v in result.items() if not isinstance(v, dict)]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    for name, row in result["builders"].items():
+        print(f"{name:<{width}}  params {row['params']:,}  mapped {row['mapped_share']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Object Detection API ``pipeline.config`` texts for the SSD builders, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from quant._tensorflow import tf
+from quant.checkpoints import checkpoint_variable_name
+
+_TEMPLATE = """\
+# A minimal SSD pipeline.config in the Object Detection API text format.
+model {
+  ssd {
+    num_classes: %(num_classes)d
+    box_coder { faster_rcnn_box_coder { y_scale: 10.0 x_scale: 10.0 height_scale: 5.0
+                                        width_scale: 5.0 } }
+    encode_background_as_zeros: true
+    anchor_generator {
+      ssd_anchor_generator {
+        num_layers: 6
+        min_scale: 0.2
+        max_scale: 0.95
+        aspect_ratios: 1.0
+        aspect_ratios: 2.0
+        aspect_ratios: 0.5
+        aspect_ratios: 3.0
+        aspect_ratios: 0.3333
+      }
+    }
+    image_resizer { fixed_shape_resizer { height: %(size)d width: %(size)d } }
+    box_predictor {
+      convolutional_box_predictor {
+        min_depth: 0
+        max_depth: 0
+        num_layers_before_predictor: 0
+        kernel_size: %(kernel)d
+        use_depthwise: %(depthwise)s
+        box_code_size: 4
+        conv_hyperparams { activation: RELU_6, batch_norm { epsilon: 0.001, } }
+      }
+    }
+    feature_extractor {
+      type: '%(type)s'
+      min_depth: 16
+      depth_multiplier: %(multiplier)s
+      use_depthwise: %(depthwise)s
+      conv_hyperparams { activation: RELU_6, batch_norm { epsilon: 0.001 } }
+    }
+    post_processing {
+      batch_non_max_suppression {
+        score_threshold: 1e-8
+        iou_threshold: 0.6
+        max_detections_per_class: 100
+        max_total_detections: 100
+      }
+      score_converter: SIGMOID
+    }
+  }
+}
+"""
+
+# name -> (feature extractor type, depth multiplier, SSDLite, input size)
+BUILDERS = {
+    "ssd_mobilenet_v1_0.75_depth": ("ssd_mobilenet_v1", 0.75, False, 300),
+    "ssd_mobilenet_v2": ("ssd_mobilenet_v2", 1.0, False, 300),
+    "ssdlite_mobilenet_v2": ("ssd_mobilenet_v2", 1.0, True, 300),
+}
+
+
+def pipeline_text(name: str, num_classes: int = 90, size: int | None = None) -> str:
+    """Return the pipeline.config of one of :data:`BUILDERS`."""
+    kind, multiplier, lite, default_size = BUILDERS[name]
+    return _TEMPLATE % {
+        "num_classes": num_classes, "size": size or default_size, "type": kind,
+        "multiplier": multiplier, "depthwise": "true" if lite else "false",
+        "kernel": 3 if lite else 1,
+    }
+
+
+def random_variables(model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Return random values for every weight of ``model`` keyed by checkpoint name."""
+    rng = np.random.default_rng(seed)
+    variables = {}
+    for layer in model.layers:
+        for weight in layer.weights:
+            name = checkpoint_variable_name(layer.name, weight.name)
+            value = rng.normal(0, 0.05, weight.shape).astype(np.float32)
+            if "moving_variance" in name or "gamma" in name:
+                value = np.abs(value) + 0.5
+            variables[name] = value
+    return variables
+
+
+def write_export(folder: Path, config_text: str, variables: dict[str, np.ndarray]) -> Path:
+    """Write an OD API export folder (pipeline.config + model.ckpt) and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pipeline.config").write_text(config_text)
+    names = sorted(variables)
+    tf.raw_ops.SaveV2(
+        prefix=str(folder / "model.ckpt"), tensor_names=names,
+        shape_and_slices=[""] * len(names), tensors=[tf.constant(variables[n]) for n in names],
+    )
+    return folder

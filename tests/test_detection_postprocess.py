@@ -1,0 +1,118 @@
+"""TFLite_Detection_PostProcess appended to converted models: attributes and real decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from quant._tensorflow import keras, tf
+from quant.errors import BadInputError
+from quant.postprocess import (
+    DetectionHead,
+    PostProcessSettings,
+    append_postprocess,
+    read_postprocess,
+    replace_postprocess_settings,
+)
+
+# Four anchors (yc, xc, h, w) and two classes + background.
+ANCHORS = np.array([[0.25, 0.25, 0.2, 0.2], [0.25, 0.75, 0.3, 0.2],
+                    [0.75, 0.25, 0.2, 0.4], [0.75, 0.75, 0.4, 0.4]], np.float32)
+# Class scores per anchor (background, class 0, class 1); anchor 2 is below threshold.
+SCORES = np.array([[0.0, 0.9, 0.1], [0.0, 0.2, 0.8], [0.0, 0.05, 0.02], [0.0, 0.6, 0.3]],
+                  np.float32)
+SETTINGS = PostProcessSettings(num_classes=2, max_detections=4, nms_score_threshold=0.1,
+                               nms_iou_threshold=0.5)
+
+
+def _tiny_ssd():
+    """A model whose outputs are constant: zero box encodings, the SCORES above."""
+    inputs = keras.Input((4, 4, 3), batch_size=1)
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    zero = keras.layers.Dense(16, kernel_initializer="zeros", bias_initializer="zeros")(pooled)
+    boxes = keras.layers.Reshape((4, 4))(zero)
+    clipped = np.clip(SCORES, 1e-4, 1 - 1e-4)
+    dense = keras.layers.Dense(12, kernel_initializer="zeros", bias_initializer=(
+        keras.initializers.Constant(np.log(clipped / (1 - clipped)).ravel())))(pooled)
+    scores = keras.layers.Activation("sigmoid")(keras.layers.Reshape((4, 3))(dense))
+    return keras.Model(inputs, [boxes, scores])
+
+
+def _convert(model, quantized: str | None) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantized:
+        rng = np.random.default_rng(0)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [rng.uniform(-1, 1, (1, 4, 4, 3)).astype(np.float32)] for _ in range(4))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = {
+            "uint8": tf.uint8, "int8": tf.int8}[quantized]
+    return converter.convert()
+
+
+def _run(data: bytes) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    interpreter.invoke()
+    return {d["name"]: interpreter.get_tensor(d["index"])
+            for d in interpreter.get_output_details()}
+
+
+@pytest.fixture(scope="module")
+def tiny_ssd():
+    return _tiny_ssd()
+
+
+@pytest.mark.parametrize("quantized", [None, "uint8", "int8"])
+def test_appended_op_decodes_the_anchors(tiny_ssd, quantized):
+    data = append_postprocess(_convert(tiny_ssd, quantized), DetectionHead(SETTINGS, ANCHORS))
+    assert read_postprocess(data) == SETTINGS
+    out = _run(data)
+    count = int(out["TFLite_Detection_PostProcess:3"][0])
+    classes = out["TFLite_Detection_PostProcess:1"][0, :count]
+    scores = out["TFLite_Detection_PostProcess:2"][0, :count]
+    boxes = out["TFLite_Detection_PostProcess"][0, :count]
+    # Zero encodings decode to the anchors themselves; anchor 2 is under the threshold.
+    assert count == 3
+    assert classes.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(scores, [0.9, 0.8, 0.6], atol=0.02)
+    corners = np.stack([ANCHORS[:, 0] - ANCHORS[:, 2] / 2, ANCHORS[:, 1] - ANCHORS[:, 3] / 2,
+                        ANCHORS[:, 0] + ANCHORS[:, 2] / 2, ANCHORS[:, 1] + ANCHORS[:, 3] / 2], 1)
+    tolerance = 1e-5 if quantized is None else 0.01
+    np.testing.assert_allclose(boxes, corners[[0, 1, 3]], atol=tolerance)
+
+
+def test_settings_round_trip_and_replace(tiny_ssd):
+    data = append_postprocess(_convert(tiny_ssd, None), DetectionHead(SETTINGS, ANCHORS))
+    changed = replace_postprocess_settings(data, max_detections=2, nms_iou_threshold=0.3)
+    assert read_postprocess(changed) == dataclasses.replace(
+        SETTINGS, max_detections=2, nms_iou_threshold=0.3)
+    assert (_run(changed)["TFLite_Detection_PostProcess"]).shape == (1, 2, 4)
+    with pytest.raises(BadInputError, match="already ends"):
+        append_postprocess(data, DetectionHead(SETTINGS, ANCHORS))
+    with pytest.raises(BadInputError, match="unexpected keyword|got an unexpected"):
+        replace_postprocess_settings(data, max_boxes=3)
+
+
+def test_shared_model_settings_are_read(shared_data):
+    path = shared_data / "models/ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
+    settings = read_postprocess(path.read_bytes())
+    assert (settings.num_classes, settings.max_detections) == (90, 10)
+    assert settings.nms_iou_threshold == pytest.approx(0.6)
+    assert (settings.y_scale, settings.h_scale) == (10.0, 5.0)
+
+
+def test_mismatched_outputs_and_plain_models_are_refused(tiny_ssd):
+    data = _convert(tiny_ssd, None)
+    assert read_postprocess(data) is None
+    with pytest.raises(BadInputError, match="not box encodings"):
+        append_postprocess(data, DetectionHead(SETTINGS, np.zeros((5, 4), np.float32)))
+    with pytest.raises(BadInputError, match="no TFLite_Detection_PostProcess"):
+        replace_postprocess_settings(data, max_detections=3)
