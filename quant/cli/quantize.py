@@ -19,24 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from quant.cli._args import add_preprocess_arguments, preprocess_options
 from quant.cli.listing import add_listing_arguments, run_listing
 from quant.errors import BadInputError, cli_entry
 from quant.paths import DEFAULT_OUT
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        message = f"expected comma-separated numbers, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-
-
-def _range(text: str) -> tuple[float, float]:
-    values = _floats(text)
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ".keras/.h5 file, or SavedModel folder")
     source.add_argument("--checkpoint", help="local checkpoint (.tgz, folder or prefix) for a "
                         "zoo model, instead of downloading it")
-    prep = parser.add_argument_group("preprocessing (for models that do not carry it)")
-    prep.add_argument("--input-range", type=_range, metavar="LOW,HIGH",
-                      help="float range that pixels 0 and 255 map to, e.g. -1,1")
-    prep.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean (0..255)")
-    prep.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
-    prep.add_argument("--preprocess", type=Path, metavar="FILE",
-                      help="JSON/YAML file with height, width, mean, std, resize")
+    add_preprocess_arguments(parser, "preprocessing (for models that do not carry it)")
     calib = parser.add_argument_group("calibration")
     calib.add_argument("--calib-dir", help="image folder (recursive), manifest (.txt) or "
                        "labels CSV; default: a public set downloaded once into the cache")
@@ -80,11 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_listing(args)
     if not args.model:
         raise BadInputError("--model is required (a zoo name or a path; see quantize --list)")
-    from quant.sources import PreprocessOptions, load_float_model
+    from quant.sources import load_float_model
 
-    options = PreprocessOptions(mean=args.mean, std=args.std, input_range=args.input_range,
-                                file=args.preprocess)
-    float_model = load_float_model(args.model, args.checkpoint, options)
+    float_model = load_float_model(args.model, args.checkpoint, preprocess_options(args))
     print(f"loaded {float_model.name} ({float_model.task}, input "
           f"{float_model.preprocess.height}x{float_model.preprocess.width})", file=sys.stderr)
     return _quantize(args, float_model)

@@ -23,23 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from quant.cli._args import add_preprocess_arguments, preprocess_options
 from quant.errors import BadInputError, CheckFailedError, cli_entry
 from quant.paths import DEFAULT_OUT
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
-            from None
-
-
-def _range(text: str) -> tuple[float, float]:
-    values = _floats(text)
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "outputs and 0-based labels, else 0)")
     data.add_argument("--annotations", type=Path, help="COCO instances JSON (detection)")
     data.add_argument("--limit", type=int, help="use only the first N images")
-    prep = parser.add_argument_group("preprocessing (default: the model's, else [-1, 1] RGB)")
-    prep.add_argument("--input-range", type=_range, metavar="LOW,HIGH",
-                      help="float range that pixels 0 and 255 map to, e.g. -1,1")
-    prep.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean (0..255)")
-    prep.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
-    prep.add_argument("--preprocess", type=Path, metavar="FILE",
-                      help="JSON/YAML file with height, width, mean, std, resize")
+    add_preprocess_arguments(parser, "preprocessing (default: the model's, else [-1, 1] RGB)")
     run = parser.add_argument_group("run")
     run.add_argument("--max-drift", type=float, metavar="PTS",
                      help="exit 1 when the drift exceeds PTS percentage points")
@@ -99,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         annotations=args.annotations, max_drift=args.max_drift, limit=args.limit,
         layer_images=args.layer_images, latency_runs=args.latency_runs,
         num_threads=args.threads, device=args.device,
-        preprocess_options=_preprocess_options(args), label_offset=args.label_offset,
+        preprocess_options=preprocess_options(args), label_offset=args.label_offset,
     )
     report = run_validation(config)
     out_dir = args.out / f"validate-{args.int8.stem}"
@@ -112,15 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             f"see {out_dir / 'report.md'}"
         )
     return 0
-
-
-def _preprocess_options(args: argparse.Namespace):  # -> quant.sources.PreprocessOptions | None
-    if all(getattr(args, k) is None for k in ("input_range", "mean", "std", "preprocess")):
-        return None
-    from quant.sources import PreprocessOptions
-
-    return PreprocessOptions(mean=args.mean, std=args.std, input_range=args.input_range,
-                             file=args.preprocess)
 
 
 def _summary(report: dict) -> str:
