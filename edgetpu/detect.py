@@ -26,6 +26,7 @@ from edgetpu import adapters
 from edgetpu.labels import label_name
 from edgetpu.runtime import make_interpreter
 from quant.errors import BadInputError, MissingToolError
+from quant.preprocess import Preprocess
 from quant.validate.data import IMAGE_SUFFIXES
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -91,7 +92,7 @@ class Detector:
         """Return the detections of an RGB frame with score >= threshold, at most ``top_k``."""
         start = time.perf_counter()
         width, height = self.input_size
-        resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+        resized = Preprocess(height, width).resize_pixels(rgb)
         adapters.set_input(self.interpreter, adapters.pixels_to_input(
             self.interpreter, resized, self.mean, self.std, self._table))
         loaded = time.perf_counter()

@@ -104,13 +104,16 @@ class DetectionHead:
                    np.asarray(anchors, np.float32))
 
 
-def append_postprocess(model_bytes: bytes, head: DetectionHead) -> bytes:
+def append_postprocess(model_bytes: bytes, head: DetectionHead,
+                       exact_anchors: bool = False) -> bytes:
     """Return the model with ``TFLite_Detection_PostProcess`` added after its two outputs.
 
     Args:
         model_bytes: a converted SSD whose outputs are box encodings [1, A, 4] and class
             scores [1, A, num_classes + 1].
         head: the op settings and anchors.
+        exact_anchors: keep float32 anchors for a quantized model too, by dequantizing the
+            box encodings first (one more CPU op, DEQUANTIZE; boxes slightly more exact).
 
     Raises:
         BadInputError: the model already has the op, or its outputs do not match the head.
@@ -123,6 +126,8 @@ def append_postprocess(model_bytes: bytes, head: DetectionHead) -> bytes:
         raise BadInputError(f"the model already ends with {OP_NAME}")
     graph = model.subgraphs[0]
     boxes, scores = _find_head_inputs(model, graph, head)
+    if exact_anchors and graph.tensors[boxes].type == _UINT8:
+        boxes = _add_unary(model, graph, boxes, _DEQUANTIZE, "_float", _FLOAT32, None)
     anchor_index = _add_anchors(model, graph, schema, head.anchors, graph.tensors[boxes].type)
     count = head.settings.max_detections * head.settings.max_classes_per_detection
     shapes = ([1, count, 4], [1, count], [1, count], [1])
@@ -221,11 +226,20 @@ def _as_uint8(model: Any, graph: Any, tensor: int) -> int:
     quantization = schema.QuantizationParametersT()
     quantization.scale = np.array(source.quantization.scale, np.float32)
     quantization.zeroPoint = np.array(source.quantization.zeroPoint, np.int64) + 128
+    return _add_unary(model, graph, tensor, _QUANTIZE, "_uint8", _UINT8, quantization)
+
+
+def _add_unary(model: Any, graph: Any, tensor: int, builtin: int, suffix: str,
+               tensor_type: int, quantization: Any) -> int:
+    """Add ``builtin`` (QUANTIZE / DEQUANTIZE) on ``tensor``; return its new output."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    source = graph.tensors[tensor]
     name = source.name.decode() if isinstance(source.name, bytes) else source.name
-    index = _add_tensor(model, graph, schema, f"{name}_uint8", source.shape,
-                        tensor_type=_UINT8, quantization=quantization)
+    index = _add_tensor(model, graph, schema, f"{name}{suffix}", source.shape,
+                        tensor_type=tensor_type, quantization=quantization)
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, schema, _QUANTIZE)
+    op.opcodeIndex = _opcode(model, schema, builtin)
     op.inputs = np.array([tensor], np.int32)
     op.outputs = np.array([index], np.int32)
     graph.operators.append(op)

@@ -5,8 +5,10 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
 
 - ``coco_mini_map`` / ``coco_mini_map50``: the shared quantization-aware int8 model;
 - ``float_map``: the float OD API archive loaded by our loader and builder, run in float;
-- ``ours_int8_map``: our post-training int8 of that float model, calibrated on the
-  unannotated ``val2017`` images; ``map_drop = float_map - ours_int8_map``;
+- ``ours_int8_map``: our post-training int8 of that float model (stock converter, min/max),
+  calibrated on the unannotated ``val2017`` images; ``map_drop = float_map - ours_int8_map``;
+  variants: ``_exact_anchors`` (float anchors behind a DEQUANTIZE instead of uint8 anchors)
+  and ``relu6`` (ReLU6 output ranges set to [0, 6] before quantizing);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
 - per builder: parameter count, and the share of ops mapped to the Edge TPU after our
   quantization when the offline analyzer (``edgetpu-check``) is available.
@@ -81,10 +83,16 @@ def main() -> None:
     float_map = score(float_path)
 
     calib_pixels = decode_images(calibration, preprocess)
-    int8_bytes, quantizer = quantize(loaded.model, preprocess.normalize(calib_pixels))
-    ours = args.out / "ssd_mobilenet_v1_0.75_depth_ours_int8.tflite"
-    ours.write_bytes(append_postprocess(int8_bytes, head))
-    ours_map = score(ours)
+    calib_inputs = preprocess.normalize(calib_pixels)
+    variants = {}
+    for ranges, int8_bytes in (("stock", quantize(loaded.model, calib_inputs)),
+                               ("relu6", quantize_relu6_ranges(loaded.model, calib_inputs))):
+        for exact in (False, True):
+            ours = args.out / f"ssd_mobilenet_v1_0.75_depth_int8_{ranges}_{int(exact)}.tflite"
+            ours.write_bytes(append_postprocess(int8_bytes, head, exact_anchors=exact))
+            variants[ranges, exact] = score(ours)
+    ours_map = variants["stock", False]
+    best = variants["relu6", True]
 
     oracle = _oracle_anchors(args.int8_model)
     anchors = head.anchors
@@ -102,7 +110,13 @@ def main() -> None:
         "ours_int8_map": round(ours_map["map"], 4),
         "ours_int8_map50": round(ours_map["map50"], 4),
         "map_drop": round(float_map["map"] - ours_map["map"], 4),
-        "quantizer": quantizer,
+        "quantizer": "TFLiteConverter full integer, per-channel, uint8 in/out, min/max "
+                     "calibration (the project's PTQ engine quant.ptq was not available)",
+        "ours_int8_map_exact_anchors": round(variants["stock", True]["map"], 4),
+        "ours_int8_relu6_map": round(variants["relu6", False]["map"], 4),
+        "ours_int8_relu6_map_exact_anchors": round(best["map"], 4),
+        "ours_int8_relu6_map50_exact_anchors": round(best["map50"], 4),
+        "map_drop_relu6_exact_anchors": round(float_map["map"] - best["map"], 4),
         "anchor_max_abs_diff": float(np.abs(anchors - oracle[0]).max()),
         "anchor_oracle_half_step": oracle[1] / 2,
         "builders": builders,
@@ -114,12 +128,7 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def quantize(model, calibration: np.ndarray) -> tuple[bytes, str]:
-    """Return a full-integer (uint8 in/out) model and the name of the quantizer used.
-
-    The stock converter path (per-channel weights, uint8 input/output); the project's PTQ
-    engine (``quant.ptq``) replaces it once it exists.
-    """
+def _converter(model, calibration: np.ndarray):
     from quant._tensorflow import tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -128,7 +137,37 @@ def quantize(model, calibration: np.ndarray) -> tuple[bytes, str]:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    return converter.convert(), "tflite_converter_full_int8_uint8_io"
+    return converter
+
+
+def quantize(model, calibration: np.ndarray) -> bytes:
+    """Return the stock converter's full-integer model (per-channel, uint8 in/out)."""
+    return _converter(model, calibration).convert()
+
+
+def quantize_relu6_ranges(model, calibration: np.ndarray) -> bytes:
+    """Return the full-integer model with every ReLU6 output range set to [0, 6].
+
+    Two-step conversion (DESIGN.md): calibrate only, replace the calibrated min/max of the
+    ReLU6 outputs by the activation's true range, then quantize. An experiment for the PTQ
+    engine: min/max calibration on 80 images clips ReLU6 outputs that other images reach.
+    """
+    from tensorflow.lite.python import convert
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from quant._tensorflow import tf
+
+    converter = _converter(model, calibration)
+    converter._experimental_calibrate_only = True
+    calibrated = flatbuffer_utils.read_model_from_bytearray(bytearray(converter.convert()))
+    for tensor in calibrated.subgraphs[0].tensors:
+        stats = tensor.quantization
+        if (stats is not None and stats.min is not None and len(stats.min)
+                and tensor.name.decode().split(";")[0].endswith("/Relu6")):
+            stats.min, stats.max = np.zeros(1, np.float32), np.full(1, 6.0, np.float32)
+    return convert.mlir_quantize(
+        bytes(flatbuffer_utils.convert_object_to_bytearray(calibrated)), fully_quantize=True,
+        input_data_type=tf.uint8, output_data_type=tf.uint8)
 
 
 def _head(head: DetectionHead) -> DetectionHead:
@@ -169,7 +208,7 @@ def _builders(v1_config: SsdConfig, calibration: np.ndarray, out: Path) -> dict[
         model = build_ssd(config, name=name)
         row = {"params": int(model.count_params()), "mapped_share": None}
         if analyze is not None:
-            data, _ = quantize(model, calibration)
+            data = quantize(model, calibration)
             anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
             path = out / f"{name}_random_int8.tflite"
             path.write_bytes(append_postprocess(data, DetectionHead.from_config(config, anchors)))

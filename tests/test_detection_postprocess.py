@@ -70,9 +70,11 @@ def tiny_ssd():
     return _tiny_ssd()
 
 
-@pytest.mark.parametrize("quantized", [None, "uint8", "int8"])
-def test_appended_op_decodes_the_anchors(tiny_ssd, quantized):
-    data = append_postprocess(_convert(tiny_ssd, quantized), DetectionHead(SETTINGS, ANCHORS))
+@pytest.mark.parametrize(("quantized", "exact"), [
+    (None, False), ("uint8", False), ("int8", False), ("int8", True)])
+def test_appended_op_decodes_the_anchors(tiny_ssd, quantized, exact):
+    data = append_postprocess(_convert(tiny_ssd, quantized), DetectionHead(SETTINGS, ANCHORS),
+                              exact_anchors=exact)
     assert read_postprocess(data) == SETTINGS
     out = _run(data)
     count = int(out["TFLite_Detection_PostProcess:3"][0])
@@ -85,7 +87,7 @@ def test_appended_op_decodes_the_anchors(tiny_ssd, quantized):
     np.testing.assert_allclose(scores, [0.9, 0.8, 0.6], atol=0.02)
     corners = np.stack([ANCHORS[:, 0] - ANCHORS[:, 2] / 2, ANCHORS[:, 1] - ANCHORS[:, 3] / 2,
                         ANCHORS[:, 0] + ANCHORS[:, 2] / 2, ANCHORS[:, 1] + ANCHORS[:, 3] / 2], 1)
-    tolerance = 1e-5 if quantized is None else 0.01
+    tolerance = 1e-5 if quantized is None or exact else 0.01
     np.testing.assert_allclose(boxes, corners[[0, 1, 3]], atol=tolerance)
 
 

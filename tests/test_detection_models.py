@@ -1,0 +1,116 @@
+"""SSD builders against OD API variable names; the archive loader on synthetic exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ssd_configs import BUILDERS, pipeline_text, random_variables, write_export
+
+from quant.checkpoints import checkpoint_variable_name, open_checkpoint
+from quant.detection_sources import feature_map_sizes, load_ssd_checkpoint
+from quant.errors import BadInputError
+from quant.models.ssd import build_ssd
+from quant.pipeline_config import parse_text_proto, ssd_config_from_message
+
+# Variables (and shapes) of the public OD API checkpoints that each builder must name.
+KNOWN_VARIABLES = {
+    "ssd_mobilenet_v2": {
+        "FeatureExtractor/MobilenetV2/expanded_conv_13/expand/weights": (1, 1, 96, 576),
+        "FeatureExtractor/MobilenetV2/Conv_1/weights": (1, 1, 320, 1280),
+        "FeatureExtractor/MobilenetV2/layer_19_1_Conv2d_2_1x1_256/weights": (1, 1, 1280, 256),
+        "FeatureExtractor/MobilenetV2/layer_19_2_Conv2d_2_3x3_s2_512/weights": (3, 3, 256, 512),
+        "FeatureExtractor/MobilenetV2/layer_19_2_Conv2d_5_3x3_s2_128/BatchNorm/beta": (128,),
+        "BoxPredictor_0/BoxEncodingPredictor/weights": (1, 1, 576, 12),
+        "BoxPredictor_0/ClassPredictor/biases": (273,),
+        "BoxPredictor_1/ClassPredictor/weights": (1, 1, 1280, 546),
+    },
+    "ssdlite_mobilenet_v2": {
+        "FeatureExtractor/MobilenetV2/layer_19_2_Conv2d_2_3x3_s2_512_depthwise/"
+        "depthwise_weights": (3, 3, 256, 1),
+        "FeatureExtractor/MobilenetV2/layer_19_2_Conv2d_2_3x3_s2_512/weights": (1, 1, 256, 512),
+        "BoxPredictor_0/BoxEncodingPredictor_depthwise/depthwise_weights": (3, 3, 576, 1),
+        "BoxPredictor_0/BoxEncodingPredictor_depthwise/BatchNorm/gamma": (576,),
+        "BoxPredictor_0/BoxEncodingPredictor/weights": (1, 1, 576, 12),
+        "BoxPredictor_5/ClassPredictor_depthwise/depthwise_weights": (3, 3, 128, 1),
+        "BoxPredictor_5/ClassPredictor/weights": (1, 1, 128, 546),
+    },
+}
+
+
+def _config(name: str, **kwargs):
+    return ssd_config_from_message(parse_text_proto(pipeline_text(name, **kwargs)))
+
+
+def _variable_shapes(model) -> dict[str, tuple[int, ...]]:
+    return {checkpoint_variable_name(layer.name, w.name): tuple(w.shape)
+            for layer in model.layers for w in layer.weights}
+
+
+def test_v1_names_and_shapes_equal_the_real_archive(shared_data):
+    archive = shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"
+    loaded = load_ssd_checkpoint(archive)
+    reader = open_checkpoint(loaded.prefix)
+    real = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()
+            if k != "global_step"}
+    assert _variable_shapes(loaded.model) == real
+    assert feature_map_sizes(loaded.model) == [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2),
+                                               (1, 1)]
+    assert tuple(loaded.model.outputs[1].shape) == (1, 1917, 91)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_VARIABLES))
+def test_v2_builders_name_the_od_api_variables(name):
+    shapes = _variable_shapes(build_ssd(_config(name)))
+    for variable, shape in KNOWN_VARIABLES[name].items():
+        assert shapes.get(variable) == shape, variable
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_synthetic_export_loads_through_the_loader(tmp_path, name):
+    config = _config(name, num_classes=3, size=128)
+    source = build_ssd(config)
+    variables = random_variables(source)
+    for layer in source.layers:
+        layer.set_weights([variables[checkpoint_variable_name(layer.name, w.name)]
+                           for w in layer.weights])
+    folder = write_export(tmp_path / name, pipeline_text(name, num_classes=3, size=128),
+                          variables)
+    loaded = load_ssd_checkpoint(folder)
+    assert loaded.loaded == len(variables)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    for ours, reference in zip(loaded.model(x), source(x), strict=True):
+        np.testing.assert_allclose(ours.numpy(), reference.numpy(), atol=1e-5)
+    boxes, scores = loaded.model.outputs
+    assert boxes.shape[1] == scores.shape[1] == len(loaded.head.anchors)
+    assert scores.shape[2] == 4 and loaded.head.settings.num_classes == 3
+
+
+def test_stray_and_missing_variables_are_named(tmp_path):
+    name = "ssd_mobilenet_v1_0.75_depth"
+    text = pipeline_text(name, num_classes=2, size=96)
+    variables = random_variables(build_ssd(_config(name, num_classes=2, size=96)))
+    stray = dict(variables, **{"BoxPredictor_6/ClassPredictor/biases": np.zeros(3, np.float32)})
+    with pytest.raises(BadInputError, match="took .* of the checkpoint"):
+        load_ssd_checkpoint(write_export(tmp_path / "stray", text, stray))
+    missing = {k: v for k, v in variables.items() if "BoxPredictor_2/ClassPredictor" not in k}
+    with pytest.raises(BadInputError, match="BoxPredictor_2/ClassPredictor"):
+        load_ssd_checkpoint(write_export(tmp_path / "missing", text, missing))
+    other_classes = pipeline_text(name, num_classes=5, size=96)
+    with pytest.raises(BadInputError, match="shape"):
+        load_ssd_checkpoint(write_export(tmp_path / "classes", other_classes, variables))
+
+
+def test_export_without_pipeline_config_is_refused(tmp_path):
+    folder = write_export(tmp_path / "x", "", {"a": np.zeros(1, np.float32)})
+    (folder / "pipeline.config").unlink()
+    with pytest.raises(BadInputError, match="no pipeline.config"):
+        load_ssd_checkpoint(folder)
+
+
+def test_unsupported_settings_are_listed():
+    text = pipeline_text("ssd_mobilenet_v2").replace("activation: RELU_6", "activation: SWISH")
+    with pytest.raises(BadInputError, match="activation SWISH"):
+        build_ssd(ssd_config_from_message(parse_text_proto(text)))
+    text = pipeline_text("ssd_mobilenet_v2").replace("'ssd_mobilenet_v2'", "'ssd_resnet50_v1_fpn'")
+    with pytest.raises(BadInputError, match="ssd_resnet50_v1_fpn"):
+        build_ssd(ssd_config_from_message(parse_text_proto(text)))
