@@ -114,3 +114,22 @@ def test_unsupported_settings_are_listed():
     text = pipeline_text("ssd_mobilenet_v2").replace("'ssd_mobilenet_v2'", "'ssd_resnet50_v1_fpn'")
     with pytest.raises(BadInputError, match="ssd_resnet50_v1_fpn"):
         build_ssd(ssd_config_from_message(parse_text_proto(text)))
+
+
+def test_zoo_detection_spec_loads_as_float_model(shared_data):
+    """The path ``quant.sources`` takes for zoo specs with ``task == "detect"``."""
+    pytest.importorskip("quant.zoo", reason="the model zoo is not in this checkout yet")
+    from types import SimpleNamespace
+
+    from quant.detection_sources import load_detection_model
+
+    archive = shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"
+    spec = SimpleNamespace(name="ssd_mobilenet_v1_0.75_depth_coco", task="detect",
+                           input_size=300, checkpoint_prefix="model.ckpt", preprocess=None)
+    model = load_detection_model(spec, str(archive), str(archive))
+    assert model.task == "detect" and model.postprocess.anchors.shape == (1917, 4)
+    assert model.preprocess.input_range == (-1.0, 1.0)
+    assert model.postprocess.settings.max_detections == 100
+    spec.input_size = 320
+    with pytest.raises(BadInputError, match="320x320"):
+        load_detection_model(spec, str(archive), str(archive))
