@@ -66,6 +66,9 @@ BUILDERS = {
     "ssd_mobilenet_v1_0.75_depth": ("ssd_mobilenet_v1", 0.75, False, 300),
     "ssd_mobilenet_v2": ("ssd_mobilenet_v2", 1.0, False, 300),
     "ssdlite_mobilenet_v2": ("ssd_mobilenet_v2", 1.0, True, 300),
+    "ssdlite_mobilenet_v3_large": ("ssd_mobilenet_v3_large", 1.0, True, 320),
+    "ssdlite_mobilenet_v3_small": ("ssd_mobilenet_v3_small", 1.0, True, 320),
+    "ssdlite_mobilenet_edgetpu": ("ssd_mobilenet_edgetpu", 1.0, True, 320),
 }
 
 

@@ -24,8 +24,10 @@ from quant._tensorflow import keras
 from quant.anchors import anchors_per_location
 from quant.errors import BadInputError
 from quant.models._layers import conv_bn, depthwise_bn
+from quant.models.mobilenet_edgetpu import V3_EDGETPU
 from quant.models.mobilenet_v1 import mobilenet_v1_features
 from quant.models.mobilenet_v2 import mobilenet_v2_features
+from quant.models.mobilenet_v3 import V3_LARGE_DETECTION, V3_SMALL_DETECTION, mobilenet_v3_trunk
 from quant.pipeline_config import SsdConfig
 
 layers = keras.layers
@@ -64,11 +66,36 @@ def _mobilenet_v2_endpoints(inputs, config: SsdConfig, scope: str) -> list:
     return [trunk.get_layer(f"{scope}/expanded_conv_13/expand/Relu6").output, top]
 
 
+def _trunk_endpoints(spec, first: str, last: str) -> Callable[[object, SsdConfig, str], list]:
+    """Endpoints of a block-spec trunk (MobileNet v3 / EdgeTPU): ``first`` and ``last``."""
+
+    def endpoints(inputs, config: SsdConfig, scope: str) -> list:
+        fe = config.feature_extractor
+        ends = mobilenet_v3_trunk(inputs, spec, scope, fe.depth_multiplier, fe.min_depth)
+        return [ends[first], ends[last]]
+
+    return endpoints
+
+
 _BACKBONES: dict[str, _Backbone] = {
     "ssd_mobilenet_v1": _Backbone("FeatureExtractor/MobilenetV1", _mobilenet_v1_endpoints,
                                   "Conv2d_13_pointwise"),
     "ssd_mobilenet_v2": _Backbone("FeatureExtractor/MobilenetV2", _mobilenet_v2_endpoints,
                                   "layer_19"),
+    # ssd_mobilenet_v3_feature_extractor.py: from_layer of the large / small extractors.
+    "ssd_mobilenet_v3_large": _Backbone(
+        "FeatureExtractor/MobilenetV3",
+        _trunk_endpoints(V3_LARGE_DETECTION, "layer_14/expansion_output", "layer_17"),
+        "layer_17"),
+    "ssd_mobilenet_v3_small": _Backbone(
+        "FeatureExtractor/MobilenetV3",
+        _trunk_endpoints(V3_SMALL_DETECTION, "layer_10/expansion_output", "layer_13"),
+        "layer_13"),
+    # ssd_mobilenet_edgetpu_feature_extractor.py.
+    "ssd_mobilenet_edgetpu": _Backbone(
+        "FeatureExtractor/MobilenetEdgeTPU",
+        _trunk_endpoints(V3_EDGETPU, "layer_18/expansion_output", "layer_23"),
+        "layer_23"),
 }
 
 
