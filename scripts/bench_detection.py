@@ -10,8 +10,8 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
   variants: ``_exact_anchors`` (float anchors behind a DEQUANTIZE instead of uint8 anchors)
   and ``relu6`` (ReLU6 output ranges set to [0, 6] before quantizing);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
-- per builder: parameter count, and the share of ops mapped to the Edge TPU after our
-  quantization when the offline analyzer (``edgetpu-check``) is available.
+- per builder: parameter count; ``mapped_share`` (ops the Edge TPU would map after our
+  quantization) stays null until the offline analyzer (``edgetpu-check``) exists.
 
 Prints a table and writes JSON::
 
@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.anchors import ssd_anchors
-from quant.detection_sources import feature_map_sizes, load_ssd_checkpoint
+from quant.detection_sources import load_ssd_checkpoint
 from quant.paths import shared_data_dir
 from quant.pipeline_config import FeatureExtractorConfig, SsdConfig
 from quant.postprocess import DetectionHead, append_postprocess, replace_postprocess_settings
@@ -41,6 +40,14 @@ from quant.validate.runners import TfliteRunner
 
 MAX_DETECTIONS = 100
 NMS_IOU = 0.6
+# (name, feature extractor type, SSDLite, input size) of the builders without real weights.
+BUILDERS = (
+    ("ssd_mobilenet_v2", "ssd_mobilenet_v2", False, 300),
+    ("ssdlite_mobilenet_v2", "ssd_mobilenet_v2", True, 300),
+    ("ssdlite_mobilenet_v3_large", "ssd_mobilenet_v3_large", True, 320),
+    ("ssdlite_mobilenet_v3_small", "ssd_mobilenet_v3_small", True, 320),
+    ("ssdlite_mobilenet_edgetpu", "ssd_mobilenet_edgetpu", True, 320),
+)
 
 
 def main() -> None:
@@ -54,7 +61,7 @@ def main() -> None:
     parser.add_argument("--coco", type=Path, default=data / "coco_mini")
     parser.add_argument("--out", type=Path, default=Path("out/bench_detection"))
     parser.add_argument("--skip-builders", action="store_true",
-                        help="skip the per-builder quantization and mapping")
+                        help="skip the per-builder parameter counts")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -96,8 +103,7 @@ def main() -> None:
 
     oracle = _oracle_anchors(args.int8_model)
     anchors = head.anchors
-    builders = {} if args.skip_builders else _builders(loaded.config, preprocess.normalize(
-        calib_pixels[:8]), args.out)
+    builders = {} if args.skip_builders else _builders(loaded.config)
 
     result = {
         "images": len(images.ids),
@@ -187,48 +193,25 @@ def _oracle_anchors(path: Path) -> tuple[np.ndarray, float]:
     return (values - zero_point) * np.float32(scale), float(scale)
 
 
-def _builders(v1_config: SsdConfig, calibration: np.ndarray, out: Path) -> dict[str, dict]:
-    """Return parameter counts (and mapped op share when the analyzer exists) per builder."""
+def _builders(v1_config: SsdConfig) -> dict[str, dict]:
+    """Return the parameter count of every builder (random weights, 90 classes)."""
     from quant.models.ssd import build_ssd
 
-    variants = {
-        "ssd_mobilenet_v1_0.75_depth": v1_config,
-        "ssd_mobilenet_v2": dataclasses.replace(v1_config, feature_extractor=FeatureExtractorConfig(
-            "ssd_mobilenet_v2", 1.0, 16)),
-        "ssdlite_mobilenet_v2": dataclasses.replace(
-            v1_config,
-            feature_extractor=FeatureExtractorConfig("ssd_mobilenet_v2", 1.0, 16,
-                                                     use_depthwise=True),
-            box_predictor=dataclasses.replace(v1_config.box_predictor, kernel_size=3,
-                                              use_depthwise=True)),
+    variants = {"ssd_mobilenet_v1_0.75_depth": v1_config}
+    for name, kind, lite, size in BUILDERS:
+        variants[name] = dataclasses.replace(
+            v1_config, image_size=(size, size),
+            feature_extractor=FeatureExtractorConfig(kind, 1.0, 16, use_depthwise=lite),
+            box_predictor=dataclasses.replace(v1_config.box_predictor,
+                                              kernel_size=3 if lite else 1,
+                                              use_depthwise=lite))
+    return {
+        name: {"params": int(build_ssd(config, name=name).count_params()),
+               "input_size": config.image_size[0],
+               # The offline Edge TPU analyzer (edgetpu-check) is not in this checkout yet.
+               "mapped_share": None}
+        for name, config in variants.items()
     }
-    analyze = _analyzer()
-    rows = {}
-    for name, config in variants.items():
-        model = build_ssd(config, name=name)
-        row = {"params": int(model.count_params()), "mapped_share": None}
-        if analyze is not None:
-            data = quantize(model, calibration)
-            anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
-            path = out / f"{name}_random_int8.tflite"
-            path.write_bytes(append_postprocess(data, DetectionHead.from_config(config, anchors)))
-            row["mapped_share"] = analyze(path)
-        rows[name] = row
-    return rows
-
-
-def _analyzer():
-    """Return ``path -> share of ops mapped`` from the project's analyzer, or None."""
-    try:
-        from edgetpu.analyze import analyze_model
-    except ImportError:
-        return None
-
-    def share(path: Path) -> float:
-        report = analyze_model(path)
-        return float(report.mapped_share)
-
-    return share
 
 
 def _print_table(result: dict) -> None:
