@@ -1,86 +1,136 @@
-"""``quantize --list`` / ``--recommend``: browse the zoo and pick a model (no TensorFlow)."""
+"""``quantize --list`` / ``--recommend``: browse the model zoo and pick a model (no TensorFlow).
+
+Examples::
+
+    quantize --list --task classify --max-macs 100 --sort top1
+    quantize --list --json --edgetpu-only --task detect
+    quantize --recommend --task classify --min-top1 70 --max-latency-ms 60
+
+The filtering and the choice live in :mod:`quant.zoo`; this module only formats.
+``--recommend`` exits 1 when no model meets the filters.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 from quant import zoo
-from quant.errors import EXIT_CHECK_FAILED
+from quant.errors import EXIT_CHECK_FAILED, EXIT_OK
 
-_COLUMNS = (
+_FLAGS = {"task": "--task", "max_macs": "--max-macs", "max_params": "--max-params",
+          "max_latency_ms": "--max-latency-ms", "min_top1": "--min-top1",
+          "min_map": "--min-map", "input_size": "--input-size",
+          "edgetpu_only": "--edgetpu-only"}
+
+_COLUMNS: tuple[tuple[str, Callable[[zoo.ModelSpec], object]], ...] = (
     ("name", lambda s: s.name),
     ("task", lambda s: s.task),
-    ("input", lambda s: s.input_size or "-"),
+    ("input", lambda s: s.input_size),
     ("MACs(M)", lambda s: s.macs_m),
     ("params(M)", lambda s: s.params_m),
-    ("top1/mAP", lambda s: s.top1 if s.task == "classify" else s.map),
+    ("top1", lambda s: s.top1),
     ("top5", lambda s: s.top5),
-    ("latency(ms)", lambda s: s.latency_ms),
-    ("latency on", lambda s: s.latency_device),
+    ("mAP", lambda s: s.map),
+    ("ms", lambda s: s.published_latency_ms),
+    ("timed on", lambda s: s.timing),
     ("EdgeTPU", lambda s: "yes" if s.edgetpu_capable else "no"),
 )
 
 
 def add_listing_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--list``, ``--recommend``, ``--json`` and the zoo filters to ``parser``."""
+    """Add ``--list``, ``--json``, ``--recommend``, the zoo filters and ``--sort`` to ``parser``."""
     parser.add_argument("--list", action="store_true", help="print the model zoo and exit")
     parser.add_argument("--recommend", action="store_true",
-                        help="name the smallest zoo model meeting the filters and exit")
+                        help="name the smallest zoo model meeting the filters and exit "
+                        "(exit 1 when none does)")
     parser.add_argument("--json", action="store_true", help="print --list/--recommend as JSON")
-    parser.add_argument("--task", choices=zoo.TASKS, help="classify or detect")
-    parser.add_argument("--max-macs", type=float, metavar="M", help="at most M million MACs")
+    parser.add_argument("--task", choices=zoo.TASKS, help="only classify or detect models")
+    parser.add_argument("--max-macs", type=float, metavar="M",
+                        help="published MACs at most M million")
     parser.add_argument("--max-params", type=float, metavar="M",
-                        help="at most M million parameters")
+                        help="published parameters at most M million")
     parser.add_argument("--max-latency-ms", type=float, metavar="MS",
-                        help="published latency at most MS (on the table's device)")
+                        help="published timing at most MS ms, on the device of its table "
+                        "(classifiers: Pixel 1 CPU)")
     parser.add_argument("--min-top1", type=float, metavar="PCT",
-                        help="published top-1 (classifiers) or mAP (detectors) at least PCT")
-    parser.add_argument("--input-size", type=int, metavar="PX", help="input side PX pixels")
+                        help="published ImageNet top-1 at least PCT %%")
+    parser.add_argument("--min-map", type=float, metavar="PCT",
+                        help="published detection mAP (the table's metric) at least PCT")
+    parser.add_argument("--input-size", type=int, metavar="PX", help="square input side PX")
     parser.add_argument("--edgetpu-only", action="store_true",
-                        help="only models that can run on the Edge TPU")
-    parser.add_argument("--sort", choices=zoo.SORT_KEYS, default="name", help="sort key")
+                        help="only models whose network can map to the Edge TPU")
+    parser.add_argument("--sort", choices=zoo.SORT_KEYS, default="table",
+                        help="sort key for --list (default: table, the published order)")
 
 
-def _constraints(args: argparse.Namespace) -> dict:
-    return {"task": args.task, "max_macs": args.max_macs, "max_params": args.max_params,
-            "max_latency_ms": args.max_latency_ms, "min_top1": args.min_top1,
-            "input_size": args.input_size, "edgetpu_only": args.edgetpu_only}
+def constraints_from_args(args: argparse.Namespace) -> zoo.Constraints:
+    """Return the zoo constraints given on the command line."""
+    return zoo.Constraints(**{key: getattr(args, key) for key in _FLAGS})
 
 
 def format_table(specs: list[zoo.ModelSpec]) -> str:
-    """Return the specs as an aligned text table."""
+    """Return the specs as an aligned text table, one row per model ("-": not published)."""
     rows = [[title for title, _ in _COLUMNS]]
-    rows += [["-" if (v := get(spec)) is None else str(v) for _, get in _COLUMNS]
+    rows += [["-" if (value := get(spec)) is None else str(value) for _, get in _COLUMNS]
              for spec in specs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                      .rstrip() for row in rows)
 
 
+def _describe(constraints: zoo.Constraints) -> str:
+    given = constraints.given()
+    if not given:
+        return "no filters"
+    return " ".join(_FLAGS[key] if value is True else f"{_FLAGS[key]} {value:g}"
+                    if isinstance(value, float) else f"{_FLAGS[key]} {value}"
+                    for key, value in given.items())
+
+
+def _why(result: zoo.Recommendation, constraints: zoo.Constraints) -> str:
+    spec = result.spec
+    figures = [text for text, value in (
+        (f"{spec.macs_m} M MACs", spec.macs_m), (f"{spec.params_m} M params", spec.params_m),
+        (f"top-1 {spec.top1}%", spec.top1), (f"{spec.map_metric} {spec.map}", spec.map),
+        (f"{spec.published_latency_ms} ms ({spec.timing})", spec.published_latency_ms),
+    ) if value is not None]
+    lines = [f"{spec.name}: the smallest of {result.candidates} zoo models meeting "
+             f"{_describe(constraints)} (ranked by {result.ranked_by})",
+             "  published: " + (", ".join(figures) or "no figures")]
+    if result.limiting:
+        lines.append(f"  most limiting filter: {_FLAGS[result.limiting]} "
+                     f"(alone it leaves {result.limiting_count} models)")
+    lines.append(f"  Edge TPU: {'yes' if spec.edgetpu_capable else 'no'} ({spec.edgetpu_note})")
+    lines.append(f"  next: quantize --model {spec.name}")
+    return "\n".join(lines)
+
+
 def run_listing(args: argparse.Namespace) -> int:
-    """Print the filtered zoo (``--list``) or the recommended model; return the exit code."""
-    constraints = _constraints(args)
+    """Print the filtered zoo (``--list``) or the recommended model; return the exit code.
+
+    Returns:
+        0, or 1 when ``--recommend`` finds no model meeting the filters.
+    """
+    constraints = constraints_from_args(args)
     if args.recommend:
-        spec = zoo.recommend(**constraints)
-        if spec is None:
-            given = ", ".join(f"{k}={v}" for k, v in constraints.items() if v not in (None, False))
-            print(f"no zoo model meets {given or 'the filters'}")
+        result = zoo.recommend(constraints)
+        if result.spec is None:
+            print(f"no zoo model meets {_describe(constraints)}")
             return EXIT_CHECK_FAILED
         if args.json:
-            print(json.dumps(spec.to_dict(), indent=2))
+            print(json.dumps({"recommended": result.spec.to_dict(),
+                              "candidates": result.candidates,
+                              "most_limiting": result.limiting and _FLAGS[result.limiting],
+                              "ranked_by": result.ranked_by}, indent=2))
         else:
-            count = len(zoo.select_models(**constraints))
-            print(f"{spec.name}: the smallest of the {count} models meeting the filters "
-                  f"({spec.macs_m or '?'} M MACs, {spec.params_m or '?'} M params, "
-                  f"{'top-1' if spec.task == 'classify' else 'mAP'} "
-                  f"{spec.top1 if spec.task == 'classify' else spec.map})")
-            print(f"  quantize --model {spec.name}")
-        return 0
-    specs = zoo.select_models(sort=args.sort, **constraints)
+            print(_why(result, constraints))
+        return EXIT_OK
+    specs = zoo.select_models(constraints, sort=args.sort)
     if args.json:
         print(json.dumps([spec.to_dict() for spec in specs], indent=2))
     else:
         print(format_table(specs))
-        print(f"{len(specs)} models")
-    return 0
+        print(f"{len(specs)} of {len(zoo.list_models())} models ({_describe(constraints)})")
+    return EXIT_OK
