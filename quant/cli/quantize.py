@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="input/output type (default uint8, what Coral examples feed)")
     quant.add_argument("--per-tensor", action="store_true",
                        help="per-tensor weights (default per-channel)")
+    quant.add_argument("--ranges", choices=("relu6", "minmax", "mse"), default="relu6",
+                       help="activation ranges: min/max with ReLU6 outputs [0, 6] (default), "
+                            "plain min/max, or MSE-optimal clipping")
+    quant.add_argument("--equalize", choices=("off", "on", "auto"), default="off",
+                       help="cross-layer equalization (auto: with --per-tensor)")
+    quant.add_argument("--drift-images", type=int, default=50,
+                       help="held-out images for the quick drift in the sidecar (0 skips)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
     listing = parser.add_argument_group("choosing a model")
     add_listing_arguments(listing)
@@ -70,14 +77,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quantize(args: argparse.Namespace, float_model) -> int:
     from quant import ptq
-    from quant.calibration import calibration_set
+    from quant.calibration import calibration_set, load_calibration, sample
 
     calibration = calibration_set(float_model, args.calib_dir, size=args.calib_size,
                                   seed=args.seed)
-    result = ptq.quantize_model(
-        float_model, calibration,
-        ptq.QuantizeOptions(io_type=args.io, per_tensor=args.per_tensor),
-    )
+    options = ptq.QuantizeOptions(io_type=args.io, per_tensor=args.per_tensor,
+                                  ranges=args.ranges, equalize=args.equalize)
+    result = ptq.quantize_model(float_model, calibration, options)
+    held_out = sample(list(calibration.unused), args.drift_images, args.seed + 1) \
+        if args.drift_images > 0 and calibration.unused else []
+    if held_out and float_model.task == "classify":
+        from quant.ptq.drift import quick_drift
+
+        pixels = load_calibration(held_out, float_model.preprocess, "held-out").pixels
+        result = result.with_drift(quick_drift(result, pixels))
     paths = ptq.save(result, args.out)
     for path in paths:
         print(path)

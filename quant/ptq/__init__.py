@@ -1,0 +1,113 @@
+"""Full-integer post-training quantization for the Edge TPU: a facade over small stages.
+
+``quantize_model(float_model, calibration, options)`` runs: optional cross-layer
+equalization (:mod:`.equalize`), calibration (:func:`.convert.calibrate`), activation range
+choice (:mod:`.ranges`), full-int8 quantization and the I/O type (:mod:`.convert`), and the
+Edge TPU compatibility check (:mod:`.compat`). ``save`` writes the ``.tflite`` with its JSON
+sidecar and Markdown summary (:mod:`.sidecar`), atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from quant.calibration import CalibrationSet
+from quant.ptq import compat, convert, equalize, ranges
+from quant.ptq.sidecar import QuantizedModel, save
+
+__all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
+
+EQUALIZE_MODES = ("auto", "on", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeOptions:
+    """Settings of one quantization run (recorded in the sidecar).
+
+    Attributes:
+        io_type: ``uint8`` (default, what Coral examples feed), ``int8`` or ``float``.
+        per_tensor: per-tensor weights instead of per-channel.
+        equalize: cross-layer equalization: ``on``, ``off`` (default: measured on
+            MobileNetV2 it does not help yet, see the README), or ``auto`` (with per-tensor
+            weights).
+        ranges: activation range method: ``relu6`` (default: min / max, ReLU6 outputs
+            [0, 6]), ``minmax`` or ``mse`` (see :mod:`.ranges`).
+        range_images: calibration images used to choose ranges (``mse``).
+    """
+
+    io_type: str = "uint8"
+    per_tensor: bool = False
+    equalize: str = "off"
+    ranges: str = "relu6"
+    range_images: int = 32
+
+    def __post_init__(self) -> None:
+        from quant.errors import BadInputError
+
+        if self.io_type not in convert.IO_TYPES:
+            raise BadInputError(f"--io must be one of {convert.IO_TYPES}, got {self.io_type!r}")
+        if self.equalize not in EQUALIZE_MODES:
+            raise BadInputError(f"equalize must be one of {EQUALIZE_MODES}")
+        if self.ranges not in ranges.RANGE_METHODS:
+            raise BadInputError(f"ranges must be one of {ranges.RANGE_METHODS}")
+
+    @property
+    def equalizes(self) -> bool:
+        """Return True when cross-layer equalization runs."""
+        return self.equalize == "on" or (self.equalize == "auto" and self.per_tensor)
+
+
+def quantize_model(float_model: Any, calibration: CalibrationSet,
+                   options: QuantizeOptions | None = None) -> QuantizedModel:
+    """Quantize ``float_model`` (a :class:`quant.sources.FloatModel`) fully to int8.
+
+    Args:
+        float_model: the float model and its preprocessing.
+        calibration: decoded calibration images (:func:`quant.calibration.calibration_set`).
+        options: quantization settings (defaults: uint8 I/O, per-channel, ReLU6 ranges).
+
+    Returns:
+        The quantized model with everything its sidecar records.
+
+    Raises:
+        BadInputError: the converter cannot convert the model, or the result would not run
+            on the Edge TPU (the message names the op and the fix).
+    """
+    options = options or QuantizeOptions()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    keras_model, cle = float_model.model, None
+    if options.equalizes:
+        keras_model, cle = equalize.equalize(keras_model)
+        timings["equalize_s"] = time.perf_counter() - start
+
+    def inputs():
+        return calibration.inputs(float_model.preprocess)
+
+    mark = time.perf_counter()
+    calibrated = convert.calibrate(keras_model, inputs)
+    timings["calibrate_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    sample = [x for x, _ in zip(inputs(), range(options.range_images), strict=False)]
+    new_ranges = ranges.choose_ranges(calibrated, sample, options.ranges,
+                                      skip=compat.io_tensors(calibrated))
+    if new_ranges:
+        calibrated = ranges.with_ranges(calibrated, new_ranges)
+    timings["ranges_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    model = convert.set_io_type(convert.quantize(calibrated, options.per_tensor), options.io_type)
+    if float_model.task == "detect":
+        from quant.postprocess import append_postprocess
+
+        model = append_postprocess(model, float_model.postprocess)
+    timings["quantize_s"] = time.perf_counter() - mark
+    problems = compat.edgetpu_problems(model, io_type=options.io_type)
+    compat.raise_on_problems(problems, float_model.name)
+    timings["total_s"] = time.perf_counter() - start
+    return QuantizedModel(
+        tflite=model, float_model=float_model, calibration=calibration, options=options,
+        equalization=cle, ranges_changed=len(new_ranges), timings=timings,
+    )
+

@@ -1,0 +1,55 @@
+"""Edge TPU safety of a quantized model, judged by the offline analyzer (:mod:`edgetpu.analyze`).
+
+Every op must map to the Edge TPU except, by design, a trailing ``TFLite_Detection_PostProcess``
+and, with ``--io float``, the DEQUANTIZE that turns the int8 output back into float.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from quant.errors import BadInputError
+
+# Ops allowed on the CPU: (op code, when).
+_CPU_BY_DESIGN = {"TFLite_Detection_PostProcess": "always", "DEQUANTIZE": "float"}
+
+
+def io_tensors(model: bytes) -> set[int]:
+    """Return the input and output tensor indices of the main subgraph."""
+    from quant.ptq.ranges import read_model
+
+    graph = read_model(model).subgraphs[0]
+    return {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+
+
+def edgetpu_problems(model: bytes, io_type: str = "uint8") -> list[str]:
+    """Return why parts of ``model`` would not run on the Edge TPU (empty when all map)."""
+    from edgetpu.analyze import analyze_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tflite"
+        path.write_bytes(model)
+        analysis = analyze_model(path)
+    problems = []
+    for op in analysis.ops:
+        allowed = _CPU_BY_DESIGN.get(op.opcode)
+        if op.mapped or allowed == "always" or (allowed == "float" and io_type == "float"):
+            continue
+        problems.append(f"{op.opcode} v{op.version} (op {op.index}): {op.reason or op.status}")
+    return problems
+
+
+def raise_on_problems(problems: list[str], name: str) -> None:
+    """Refuse a model that would not map completely, naming the first problems.
+
+    Raises:
+        BadInputError: with the ops and reasons, and what to do.
+    """
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more"
+                                            if len(problems) > 3 else "")
+        raise BadInputError(
+            f"{name}: the int8 model would not run entirely on the Edge TPU: {shown}. "
+            "Check the ops with edgetpu-check; replace unsupported layers in the float model"
+        )

@@ -1,0 +1,169 @@
+"""The quantized result, its JSON sidecar and Markdown summary, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from quant.errors import BadInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedModel:
+    """An int8 model and what produced it.
+
+    Attributes:
+        tflite: the flatbuffer bytes.
+        float_model: the :class:`quant.sources.FloatModel` it came from.
+        calibration: the :class:`quant.calibration.CalibrationSet` used.
+        options: the :class:`quant.ptq.QuantizeOptions` used.
+        equalization: the cross-layer equalization report, when it ran.
+        ranges_changed: activation ranges replaced between calibration and quantization.
+        timings: seconds per stage.
+        drift: quick drift on held-out images (filled by :func:`with_drift`).
+    """
+
+    tflite: bytes
+    float_model: Any
+    calibration: Any
+    options: Any
+    equalization: Any = None
+    ranges_changed: int = 0
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    drift: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """Return the output stem, ``<model>_int8``."""
+        return f"{self.float_model.name}_int8"
+
+    def with_drift(self, drift: dict[str, Any]) -> QuantizedModel:
+        """Return a copy carrying a quick drift measurement."""
+        return dataclasses.replace(self, drift=drift)
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("edgetpu-quant", "tensorflow", "tf-keras", "ai-edge-litert", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+def _source_digest(path: Path | None) -> str | None:
+    if path is None or not path.exists():
+        return None
+    if path.is_file():
+        from quant.fetch import sha256_of
+
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.parent.glob(path.name + "*") if p.is_file()):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def sidecar(result: QuantizedModel) -> dict[str, Any]:
+    """Return the JSON sidecar: source, preprocessing, settings, calibration, versions, drift."""
+    fm = result.float_model
+    cle = result.equalization
+    return {
+        "model": result.name,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tflite_sha256": hashlib.sha256(result.tflite).hexdigest(),
+        "float_parent": {
+            "name": fm.name, "task": fm.task, "source": fm.source,
+            "source_file": str(fm.source_file) if fm.source_file else None,
+            "source_sha256": _source_digest(fm.source_file),
+            "zoo": fm.spec.to_dict() if fm.spec is not None else None,
+        },
+        "preprocess": fm.preprocess.to_dict(),
+        "quantization": {
+            **dataclasses.asdict(result.options),
+            "method": "ptq", "weights": "per-tensor" if result.options.per_tensor
+            else "per-channel",
+            "cross_layer_equalization": None if cle is None else {
+                "pairs": len(cle.pairs), "relu6_replaced_by_relu": len(cle.relu6_replaced),
+                "max_range_ratio_before": cle.max_range_ratio_before,
+                "max_range_ratio_after": cle.max_range_ratio_after,
+            },
+            "ranges_changed": result.ranges_changed,
+        },
+        "calibration": {
+            "source": result.calibration.source, "images": len(result.calibration.paths),
+            "sha256": result.calibration.sha256, "skipped": len(result.calibration.skipped),
+        },
+        "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+        "drift": result.drift,
+        "versions": _versions(),
+    }
+
+
+def summary_markdown(data: dict[str, Any]) -> str:
+    """Return the short Markdown summary of a sidecar."""
+    q, c = data["quantization"], data["calibration"]
+    lines = [
+        f"# {data['model']}",
+        "",
+        f"- float parent: `{data['float_parent']['name']}` from `{data['float_parent']['source']}`",
+        f"- weights: {q['weights']}; I/O: {q['io_type']}; activation ranges: {q['ranges']} "
+        f"({q['ranges_changed']} changed); cross-layer equalization: "
+        f"{'yes' if q['cross_layer_equalization'] else 'no'}",
+        f"- calibration: {c['images']} images from `{c['source']}` (sha256 {c['sha256'][:12]})",
+        f"- time: {data['timings_s'].get('total_s', '?')} s",
+    ]
+    drift = data.get("drift")
+    if drift:
+        lines.append(f"- quick drift on {drift['images']} held-out images: top-1 agreement "
+                     f"{drift['agreement']:.3f}, mean |logit diff| {drift['mean_abs_diff']:.4f}")
+    lines.append(f"- tools: {', '.join(f'{k} {v}' for k, v in data['versions'].items())}")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def save(result: QuantizedModel, out_dir: str | Path) -> list[Path]:
+    """Write ``<name>.tflite``, ``<name>.json`` and ``<name>.md`` into ``out_dir``.
+
+    Each file is written to a temporary name and renamed, so an interruption never leaves a
+    partial file under a final name.
+
+    Raises:
+        BadInputError: the folder cannot be created or written.
+    """
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{folder}: cannot create the output folder ({exc.strerror})") \
+            from exc
+    data = sidecar(result)
+    files = [
+        (folder / f"{result.name}.tflite", result.tflite),
+        (folder / f"{result.name}.json", (json.dumps(data, indent=2) + "\n").encode()),
+        (folder / f"{result.name}.md", summary_markdown(data).encode()),
+    ]
+    try:
+        for path, payload in files:
+            _atomic_write(path, payload)
+    except OSError as exc:
+        raise BadInputError(f"{folder}: cannot write the outputs ({exc.strerror})") from exc
+    return [path for path, _ in files]
