@@ -97,7 +97,7 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
         calibrated = ranges.with_ranges(calibrated, new_ranges)
     timings["ranges_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    model = convert.set_io_type(convert.quantize(calibrated, options.per_tensor), options.io_type)
+    model = convert.quantize(calibrated, options.io_type, options.per_tensor)
     if float_model.task == "detect":
         from quant.postprocess import append_postprocess
 

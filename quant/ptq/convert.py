@@ -1,8 +1,7 @@
 """Two-step full-integer conversion: calibrate (float model + ranges), then quantize.
 
 Between the steps the activation ranges can be edited (:mod:`quant.ptq.ranges`). The
-quantizer writes int8 tensors with float I/O; :func:`set_io_type` then gives the model
-uint8 or int8 I/O the way the TFLite converter does it.
+quantizer writes int8 tensors with uint8, int8 or float input and output.
 """
 
 from __future__ import annotations
@@ -55,9 +54,10 @@ def calibrate(keras_model, representative_inputs) -> bytes:
             from exc
 
 
-def quantize(calibrated: bytes, per_tensor: bool = False) -> bytes:
-    """Quantize a calibrated model fully to int8 (float I/O through QUANTIZE / DEQUANTIZE).
+def quantize(calibrated: bytes, io_type: str = "uint8", per_tensor: bool = False) -> bytes:
+    """Quantize a calibrated model to int8 with ``uint8``, ``int8`` or ``float`` I/O.
 
+    Called as the TFLite converter calls it (not ``fully_quantize``, which forces int8 I/O).
     Fully-connected layers always get per-tensor weights: the Edge TPU compiler's
     FULLY_CONNECTED support predates per-channel weights for it.
     """
@@ -65,23 +65,12 @@ def quantize(calibrated: bytes, per_tensor: bool = False) -> bytes:
 
     from quant._tensorflow import tf
 
-    with _quiet_native_logs(), contextlib.redirect_stdout(io.StringIO()):
-        return bytes(convert.mlir_quantize(
-            calibrated, disable_per_channel=per_tensor, fully_quantize=True,
-            input_data_type=tf.float32, output_data_type=tf.float32,
-            disable_per_channel_for_dense_layers=True,
-        ))
-
-
-def set_io_type(model: bytes, io_type: str) -> bytes:
-    """Return ``model`` with ``uint8``, ``int8`` or ``float`` input and output tensors."""
     if io_type not in IO_TYPES:
         raise BadInputError(f"unknown I/O type {io_type!r}; expected one of {IO_TYPES}")
-    if io_type == "float":
-        return model
-    from tensorflow.lite.python import util
-
-    from quant._tensorflow import tf
-
-    dtype = {"uint8": tf.uint8, "int8": tf.int8}[io_type]
-    return bytes(util.modify_model_io_type(model, dtype, dtype))
+    dtype = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}[io_type]
+    with _quiet_native_logs(), contextlib.redirect_stdout(io.StringIO()):
+        return bytes(convert.mlir_quantize(
+            calibrated, disable_per_channel=per_tensor,
+            input_data_type=dtype, output_data_type=dtype,
+            disable_per_channel_for_dense_layers=True,
+        ))
