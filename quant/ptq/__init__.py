@@ -35,6 +35,8 @@ class QuantizeOptions:
         ranges: activation range method: ``relu6`` (default: min / max, ReLU6 outputs
             [0, 6]), ``minmax`` or ``mse`` (see :mod:`.ranges`).
         range_images: calibration images used to choose ranges (``mse``).
+        exact_anchors: detectors only: float anchors behind a DEQUANTIZE of the box
+            encodings (one more CPU op) instead of uint8 anchors.
     """
 
     io_type: str = "uint8"
@@ -42,6 +44,7 @@ class QuantizeOptions:
     equalize: str = "off"
     ranges: str = "relu6"
     range_images: int = 32
+    exact_anchors: bool = False
 
     def __post_init__(self) -> None:
         from quant.errors import BadInputError
@@ -101,9 +104,11 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     if float_model.task == "detect":
         from quant.postprocess import append_postprocess
 
-        model = append_postprocess(model, float_model.postprocess)
+        model = append_postprocess(model, float_model.postprocess,
+                                   exact_anchors=options.exact_anchors)
     timings["quantize_s"] = time.perf_counter() - mark
-    problems = compat.edgetpu_problems(model, io_type=options.io_type)
+    cpu_ok = {"DEQUANTIZE"} if options.io_type == "float" or options.exact_anchors else set()
+    problems = compat.edgetpu_problems(model, allowed_on_cpu=cpu_ok)
     compat.raise_on_problems(problems, float_model.name)
     timings["total_s"] = time.perf_counter() - start
     return QuantizedModel(

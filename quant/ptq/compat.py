@@ -1,7 +1,7 @@
 """Edge TPU safety of a quantized model, judged by the offline analyzer (:mod:`edgetpu.analyze`).
 
 Every op must map to the Edge TPU except, by design, a trailing ``TFLite_Detection_PostProcess``
-and, with ``--io float``, the DEQUANTIZE that turns the int8 output back into float.
+and the ops the caller allows (the DEQUANTIZE of ``--io float`` or of exact anchors).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 
 from quant.errors import BadInputError
 
-# Ops allowed on the CPU: (op code, when).
-_CPU_BY_DESIGN = {"TFLite_Detection_PostProcess": "always", "DEQUANTIZE": "float"}
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
 def io_tensors(model: bytes) -> set[int]:
@@ -23,8 +22,14 @@ def io_tensors(model: bytes) -> set[int]:
     return {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
 
 
-def edgetpu_problems(model: bytes, io_type: str = "uint8") -> list[str]:
-    """Return why parts of ``model`` would not run on the Edge TPU (empty when all map)."""
+def edgetpu_problems(model: bytes, allowed_on_cpu: set[str] | None = None) -> list[str]:
+    """Return why parts of ``model`` would not run on the Edge TPU (empty when all map).
+
+    Args:
+        model: the flatbuffer.
+        allowed_on_cpu: op codes accepted on the CPU besides the detection post-processing.
+    """
+    allowed = {POSTPROCESS_OP} | (allowed_on_cpu or set())
     from edgetpu.analyze import analyze_model
 
     with tempfile.TemporaryDirectory() as folder:
@@ -33,8 +38,7 @@ def edgetpu_problems(model: bytes, io_type: str = "uint8") -> list[str]:
         analysis = analyze_model(path)
     problems = []
     for op in analysis.ops:
-        allowed = _CPU_BY_DESIGN.get(op.opcode)
-        if op.mapped or allowed == "always" or (allowed == "float" and io_type == "float"):
+        if op.mapped or op.opcode in allowed:
             continue
         problems.append(f"{op.opcode} v{op.version} (op {op.index}): {op.reason or op.status}")
     return problems
