@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edgetpu import tflite_model
 from quant.errors import BadInputError, MissingToolError
 
-EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+EDGETPU_CUSTOM_OP = tflite_model.EDGETPU_CUSTOM_OP
 
 #: Edge TPU runtime library per ``platform.system()``.
 EDGETPU_LIBRARIES: dict[str, str] = {
@@ -162,16 +163,7 @@ def custom_ops(model_path: str | Path) -> list[str]:
     Raises:
         BadInputError: the file is missing or not a TFLite flatbuffer.
     """
-    import tflite
-
-    path = Path(model_path)
-    data = _read_model_bytes(path)
-    try:
-        model = tflite.Model.GetRootAsModel(data, 0)
-        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
-        return sorted({c.CustomCode().decode() for c in codes if c.CustomCode()})
-    except Exception as exc:  # flatbuffers raises assorted errors on garbage
-        raise BadInputError(f"{path}: not a TFLite model ({exc})") from exc
+    return tflite_model.custom_ops(model_path)
 
 
 def is_edgetpu_model(model_path: str | Path) -> bool:
@@ -322,11 +314,3 @@ def _read(path: Path) -> str:
     except OSError:
         return ""
 
-
-def _read_model_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such model file")
-    data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise BadInputError(f"{path}: not a TFLite model (no TFL3 identifier)")
-    return data

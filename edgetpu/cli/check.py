@@ -1,0 +1,58 @@
+"""edgetpu-check: predict, offline, what edgetpu_compiler maps to the Edge TPU, and why.
+
+Examples::
+
+    edgetpu-check out/mobilenet_v2_1.0_224_int8.tflite
+    edgetpu-check model.tflite --json > mapping.json
+    edgetpu-check model.tflite -a            # as with edgetpu_compiler -a
+    edgetpu-check model_edgetpu.tflite       # a compiled model: Edge TPU ops, CPU leftovers
+
+The model is read as a flatbuffer (no interpreter, no compiler needed). The table uses the
+compiler's own format and status texts; a summary and the fix for each problem follow.
+``--json`` prints ``{"ops": [{"index", "opcode", "mapped", "status", "reason", ...}],
+"summary": {...}}``.
+
+Exit codes: 0 every op maps (a trailing TFLite_Detection_PostProcess is expected on the CPU),
+or the model is already compiled; 1 some ops would run on the CPU or the compilation would
+fail; 2 the file is missing or not a TFLite model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from quant.errors import EXIT_CHECK_FAILED, cli_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``edgetpu-check``."""
+    parser = argparse.ArgumentParser(
+        prog="edgetpu-check", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="a .tflite model (source or *_edgetpu.tflite)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    parser.add_argument("-a", "--enable-multiple-subgraphs", action="store_true",
+                        help="predict for edgetpu_compiler -a (several Edge TPU subgraphs)")
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Run ``edgetpu-check``; see the module docstring."""
+    args = build_parser().parse_args(argv)
+    from edgetpu.analyze import analyze_model, format_report
+
+    analysis = analyze_model(args.model, args.enable_multiple_subgraphs)
+    print(analysis.dumps() if args.json else format_report(analysis))
+    if analysis.compiled or analysis.fully_mapped:
+        return 0
+    if not args.json:
+        print(f"{args.model}: not every op maps to the Edge TPU (see above)", file=sys.stderr)
+    return EXIT_CHECK_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
