@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from quant.cli.quantize import main
@@ -44,6 +46,15 @@ def test_unreadable_checkpoint_folder(tmp_path, capsys):
     assert code == 2 and "not readable" in err
 
 
+def test_corrupt_checkpoint_files(tmp_path, capsys):
+    (tmp_path / "model.ckpt.index").write_bytes(b"garbage" * 10)
+    (tmp_path / "model.ckpt.data-00000-of-00001").write_bytes(b"")
+    code, err = _run(capsys, "--model", "mobilenet_v2_1.0_224", "--checkpoint",
+                     str(tmp_path / "model.ckpt"))
+    assert code == 2 and "not a readable TensorFlow checkpoint" in err
+    assert err.count("\n") == 1
+
+
 def test_missing_checkpoint_path(tmp_path, capsys):
     code, err = _run(capsys, "--model", "mobilenet_v2_1.0_224", "--checkpoint",
                      str(tmp_path / "nowhere.tgz"))
@@ -67,6 +78,31 @@ def test_offline_download_exits_3(tmp_path, capsys, monkeypatch):
 def test_model_is_required(capsys):
     code, err = _run(capsys)
     assert code == 2 and "--model is required" in err
+
+
+def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
+    """The offline main job on a small zoo variant with a synthetic TF-slim checkpoint."""
+    from PIL import Image
+    from slim_checkpoints import slim_variables, write_checkpoint
+
+    from quant.models import build_classifier
+
+    prefix = write_checkpoint(tmp_path / "mobilenet_v2_0.35_96.ckpt",
+                              slim_variables(build_classifier("mobilenet_v2", 96, 0.35)))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            images / f"{i}.png")
+    code = main(["--model", "mobilenet_v2_0.35_96", "--checkpoint", str(prefix),
+                 "--calib-dir", str(images), "--calib-size", "4", "--drift-images", "2",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    sidecar = json.loads((tmp_path / "out/mobilenet_v2_0.35_96_int8.json").read_text())
+    assert sidecar["float_parent"]["zoo"]["name"] == "mobilenet_v2_0.35_96"
+    assert sidecar["drift"]["images"] == 2
+    assert (tmp_path / "out/mobilenet_v2_0.35_96_int8.tflite").stat().st_size > 100_000
 
 
 def test_console_script_lists_the_zoo():

@@ -13,6 +13,8 @@ import dataclasses
 import time
 from typing import Any
 
+from tqdm import tqdm
+
 from quant.calibration import CalibrationSet
 from quant.ptq import compat, convert, equalize, ranges
 from quant.ptq.sidecar import QuantizedModel, save
@@ -89,8 +91,12 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     def inputs():
         return calibration.inputs(float_model.preprocess)
 
+    def calibrating():
+        return tqdm(inputs(), total=len(calibration.pixels), desc="calibrate", unit="img",
+                    leave=False)
+
     mark = time.perf_counter()
-    calibrated = convert.calibrate(keras_model, inputs)
+    calibrated = convert.calibrate(keras_model, calibrating)
     timings["calibrate_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     sample = [x for x, _ in zip(inputs(), range(options.range_images), strict=False)]
