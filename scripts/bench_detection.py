@@ -5,13 +5,13 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
 
 - ``coco_mini_map`` / ``coco_mini_map50``: the shared quantization-aware int8 model;
 - ``float_map``: the float OD API archive loaded by our loader and builder, run in float;
-- ``ours_int8_map``: our post-training int8 of that float model (stock converter, min/max),
+- ``ours_int8_map``: our post-training int8 of that float model (``quant.ptq`` defaults),
   calibrated on the unannotated ``val2017`` images; ``map_drop = float_map - ours_int8_map``;
   variants: ``_exact_anchors`` (float anchors behind a DEQUANTIZE instead of uint8 anchors)
-  and ``relu6`` (ReLU6 output ranges set to [0, 6] before quantizing);
+  and ``minmax`` (plain min / max ranges instead of ReLU6 outputs at [0, 6]);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
-- per builder: parameter count; ``mapped_share`` (ops the Edge TPU would map after our
-  quantization) stays null until the offline analyzer (``edgetpu-check``) exists.
+- per builder (random weights): parameter count and ``mapped_share``, the share of ops the
+  offline Edge TPU analyzer maps after our quantization (the post-processing op included).
 
 Prints a table and writes JSON::
 
@@ -23,16 +23,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from edgetpu.analyze import analyze_model
+from quant.calibration import CalibrationSet
 from quant.detection_sources import load_ssd_checkpoint
 from quant.paths import shared_data_dir
 from quant.pipeline_config import FeatureExtractorConfig, SsdConfig
-from quant.postprocess import DetectionHead, append_postprocess, replace_postprocess_settings
+from quant.postprocess import DetectionHead, replace_postprocess_settings
 from quant.preprocess import inception_preprocess
+from quant.ptq import QuantizeOptions, quantize_model
+from quant.sources import FloatModel
 from quant.validate.data import decode_images, image_sizes, list_images
 from quant.validate.detection import coco_images, coco_map, load_coco, to_coco_results
 from quant.validate.reference import converted_tflite
@@ -89,21 +95,25 @@ def main() -> None:
     float_path = converted_tflite(loaded.model, head)
     float_map = score(float_path)
 
-    calib_pixels = decode_images(calibration, preprocess)
-    calib_inputs = preprocess.normalize(calib_pixels)
+    calibration_set = CalibrationSet(decode_images(calibration, preprocess),
+                                     tuple(calibration), str(args.coco / "val2017"), "-")
+    float_model = FloatModel(model=loaded.model, preprocess=preprocess,
+                             name="ssd_mobilenet_v1_0.75_depth", task="detect",
+                             source=str(args.archive), postprocess=head)
     variants = {}
-    for ranges, int8_bytes in (("stock", quantize(loaded.model, calib_inputs)),
-                               ("relu6", quantize_relu6_ranges(loaded.model, calib_inputs))):
+    for ranges in ("minmax", "relu6"):
         for exact in (False, True):
+            options = QuantizeOptions(ranges=ranges, exact_anchors=exact)
             ours = args.out / f"ssd_mobilenet_v1_0.75_depth_int8_{ranges}_{int(exact)}.tflite"
-            ours.write_bytes(append_postprocess(int8_bytes, head, exact_anchors=exact))
+            ours.write_bytes(quantize_model(float_model, calibration_set, options).tflite)
             variants[ranges, exact] = score(ours)
-    ours_map = variants["stock", False]
+    ours_map = variants["relu6", False]
     best = variants["relu6", True]
 
     oracle = _oracle_anchors(args.int8_model)
     anchors = head.anchors
-    builders = {} if args.skip_builders else _builders(loaded.config)
+    builders = {} if args.skip_builders else _builders(loaded.config, head,
+                                                       calibration_set.pixels[:8])
 
     result = {
         "images": len(images.ids),
@@ -116,13 +126,12 @@ def main() -> None:
         "ours_int8_map": round(ours_map["map"], 4),
         "ours_int8_map50": round(ours_map["map50"], 4),
         "map_drop": round(float_map["map"] - ours_map["map"], 4),
-        "quantizer": "TFLiteConverter full integer, per-channel, uint8 in/out, min/max "
-                     "calibration (the project's PTQ engine quant.ptq was not available)",
-        "ours_int8_map_exact_anchors": round(variants["stock", True]["map"], 4),
-        "ours_int8_relu6_map": round(variants["relu6", False]["map"], 4),
-        "ours_int8_relu6_map_exact_anchors": round(best["map"], 4),
-        "ours_int8_relu6_map50_exact_anchors": round(best["map50"], 4),
-        "map_drop_relu6_exact_anchors": round(float_map["map"] - best["map"], 4),
+        "quantizer": "quant.ptq defaults: per-channel, uint8 I/O, ReLU6 ranges, uint8 anchors",
+        "ours_int8_minmax_map": round(variants["minmax", False]["map"], 4),
+        "ours_int8_minmax_map_exact_anchors": round(variants["minmax", True]["map"], 4),
+        "ours_int8_map_exact_anchors": round(best["map"], 4),
+        "ours_int8_map50_exact_anchors": round(best["map50"], 4),
+        "map_drop_exact_anchors": round(float_map["map"] - best["map"], 4),
         "anchor_max_abs_diff": float(np.abs(anchors - oracle[0]).max()),
         "anchor_oracle_half_step": oracle[1] / 2,
         "builders": builders,
@@ -132,48 +141,6 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _converter(model, calibration: np.ndarray):
-    from quant._tensorflow import tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x[None]] for x in calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return converter
-
-
-def quantize(model, calibration: np.ndarray) -> bytes:
-    """Return the stock converter's full-integer model (per-channel, uint8 in/out)."""
-    return _converter(model, calibration).convert()
-
-
-def quantize_relu6_ranges(model, calibration: np.ndarray) -> bytes:
-    """Return the full-integer model with every ReLU6 output range set to [0, 6].
-
-    Two-step conversion (DESIGN.md): calibrate only, replace the calibrated min/max of the
-    ReLU6 outputs by the activation's true range, then quantize. An experiment for the PTQ
-    engine: min/max calibration on 80 images clips ReLU6 outputs that other images reach.
-    """
-    from tensorflow.lite.python import convert
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from quant._tensorflow import tf
-
-    converter = _converter(model, calibration)
-    converter._experimental_calibrate_only = True
-    calibrated = flatbuffer_utils.read_model_from_bytearray(bytearray(converter.convert()))
-    for tensor in calibrated.subgraphs[0].tensors:
-        stats = tensor.quantization
-        if (stats is not None and stats.min is not None and len(stats.min)
-                and tensor.name.decode().split(";")[0].endswith("/Relu6")):
-            stats.min, stats.max = np.zeros(1, np.float32), np.full(1, 6.0, np.float32)
-    return convert.mlir_quantize(
-        bytes(flatbuffer_utils.convert_object_to_bytearray(calibrated)), fully_quantize=True,
-        input_data_type=tf.uint8, output_data_type=tf.uint8)
 
 
 def _head(head: DetectionHead) -> DetectionHead:
@@ -193,8 +160,12 @@ def _oracle_anchors(path: Path) -> tuple[np.ndarray, float]:
     return (values - zero_point) * np.float32(scale), float(scale)
 
 
-def _builders(v1_config: SsdConfig) -> dict[str, dict]:
-    """Return the parameter count of every builder (random weights, 90 classes)."""
+def _builders(v1_config: SsdConfig, head: DetectionHead,
+              calibration: np.ndarray) -> dict[str, dict]:
+    """Return, per builder (random weights, 90 classes), its parameters and the share of its
+    ops the offline Edge TPU analyzer maps after our PTQ (post-processing included)."""
+    from quant.anchors import ssd_anchors
+    from quant.detection_sources import feature_map_sizes
     from quant.models.ssd import build_ssd
 
     variants = {"ssd_mobilenet_v1_0.75_depth": v1_config}
@@ -205,13 +176,28 @@ def _builders(v1_config: SsdConfig) -> dict[str, dict]:
             box_predictor=dataclasses.replace(v1_config.box_predictor,
                                               kernel_size=3 if lite else 1,
                                               use_depthwise=lite))
-    return {
-        name: {"params": int(build_ssd(config, name=name).count_params()),
-               "input_size": config.image_size[0],
-               # The offline Edge TPU analyzer (edgetpu-check) is not in this checkout yet.
-               "mapped_share": None}
-        for name, config in variants.items()
-    }
+    rows = {}
+    for name, config in variants.items():
+        model = build_ssd(config, name=name)
+        size = config.image_size[0]
+        anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
+        float_model = FloatModel(
+            model=model, preprocess=inception_preprocess(size), name=name, task="detect",
+            source="random weights", postprocess=DetectionHead(head.settings, anchors))
+        pixels = np.stack([np.asarray(Image.fromarray(p).resize((size, size)))
+                           for p in calibration])
+        result = quantize_model(float_model, CalibrationSet(pixels, (), "coco", "-"),
+                                QuantizeOptions(require_edgetpu=False))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.tflite"
+            path.write_bytes(result.tflite)
+            analysis = analyze_model(path)
+        rows[name] = {"params": int(model.count_params()), "input_size": size,
+                      "ops": analysis.summary["ops"], "mapped": analysis.summary["mapped"],
+                      "mapped_share": round(analysis.summary["mapped"] /
+                                            analysis.summary["ops"], 3),
+                      "cpu_ops": analysis.summary["cpu_ops"]}
+    return rows
 
 
 def _print_table(result: dict) -> None:

@@ -39,6 +39,8 @@ class QuantizeOptions:
         range_images: calibration images used to choose ranges (``mse``).
         exact_anchors: detectors only: float anchors behind a DEQUANTIZE of the box
             encodings (one more CPU op) instead of uint8 anchors.
+        require_edgetpu: refuse a result that would not map completely (default); when
+            False the problems are recorded in the result instead.
     """
 
     io_type: str = "uint8"
@@ -47,6 +49,7 @@ class QuantizeOptions:
     ranges: str = "relu6"
     range_images: int = 32
     exact_anchors: bool = False
+    require_edgetpu: bool = True
 
     def __post_init__(self) -> None:
         from quant.errors import BadInputError
@@ -115,10 +118,12 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     timings["quantize_s"] = time.perf_counter() - mark
     cpu_ok = {"DEQUANTIZE"} if options.io_type == "float" or options.exact_anchors else set()
     problems = compat.edgetpu_problems(model, allowed_on_cpu=cpu_ok)
-    compat.raise_on_problems(problems, float_model.name)
+    if options.require_edgetpu:
+        compat.raise_on_problems(problems, float_model.name)
     timings["total_s"] = time.perf_counter() - start
     return QuantizedModel(
         tflite=model, float_model=float_model, calibration=calibration, options=options,
         equalization=cle, ranges_changed=len(new_ranges), timings=timings,
+        edgetpu_problems=tuple(problems),
     )
 

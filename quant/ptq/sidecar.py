@@ -29,6 +29,7 @@ class QuantizedModel:
         ranges_changed: activation ranges replaced between calibration and quantization.
         timings: seconds per stage.
         drift: quick drift on held-out images (filled by :func:`with_drift`).
+        edgetpu_problems: ops that would not map (empty unless the caller allowed them).
     """
 
     tflite: bytes
@@ -39,6 +40,7 @@ class QuantizedModel:
     ranges_changed: int = 0
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] | None = None
+    edgetpu_problems: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -103,6 +105,7 @@ def sidecar(result: QuantizedModel) -> dict[str, Any]:
         },
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
         "drift": result.drift,
+        "edgetpu_problems": list(result.edgetpu_problems),
         "versions": _versions(),
     }
 
