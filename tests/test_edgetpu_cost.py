@@ -1,0 +1,51 @@
+"""edgetpu.cost: MACs against published numbers, cache vs streamed parameters, link speeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgetpu import cost
+from edgetpu.tflite_model import read_model
+
+
+@pytest.mark.parametrize(("name", "published_macs"), [
+    ("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", 569e6),  # minus ~1 M classifier
+    ("mobilenet_v2_1.0_224_quant.tflite", 300e6),
+])
+def test_macs_match_published(shared_data: Path, name: str, published_macs: float) -> None:
+    estimate = cost.estimate(shared_data / "coral" / name)
+    assert estimate.macs == pytest.approx(published_macs, rel=0.01)
+
+
+def test_small_model_is_cached_and_links_order(shared_data: Path) -> None:
+    estimate = cost.estimate(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    assert estimate.streamed_bytes == 0
+    assert estimate.cached_bytes == estimate.parameter_bytes > 3_000_000
+    assert estimate.input_bytes == 224 * 224 * 3
+    latency = estimate.latency_ms
+    assert latency["pcie"] < latency["usb3"] < latency["usb2"]
+
+
+def test_parameters_beyond_the_cache_are_streamed(shared_data: Path) -> None:
+    model = read_model(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    mapped = [True] * len(model.operators)
+    base = cost.estimate_model(model, cost.CALIBRATION, mapped)
+    small = cost.ON_CHIP_CACHE_BYTES
+    try:
+        cost.ON_CHIP_CACHE_BYTES = 1_000_000
+        squeezed = cost.estimate_model(model, cost.CALIBRATION, mapped)
+    finally:
+        cost.ON_CHIP_CACHE_BYTES = small
+    assert squeezed.streamed_bytes == base.parameter_bytes - 1_000_000
+    assert squeezed.latency_ms["usb2"] > base.latency_ms["usb2"]
+
+
+def test_cpu_ops_are_excluded(shared_data: Path) -> None:
+    path = shared_data / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+    predicted = cost.estimate(path)
+    everything = cost.estimate_model(read_model(path), cost.CALIBRATION,
+                                     [True] * len(read_model(path).operators))
+    assert predicted.edgetpu_ops == 64 and predicted.macs < everything.macs
+    assert predicted.output_bytes > 0  # tensors handed back to the CPU part
