@@ -1,0 +1,299 @@
+"""Quantization-aware fine-tuning (tensorflow-model-optimization) exported for the Edge TPU.
+
+``train_qat(float_model, train_images, options)`` runs: wrap the float model with tfmot's
+default 8-bit scheme (:mod:`.layers`: BatchNorm kept for the converter to fold, frozen
+statistics, unsupported layers refused), start each activation range at the float model's
+min / max, fine-tune by distillation from the float model (plus cross-entropy with labels)
+with checkpoints each epoch (:mod:`.train`), export a batch-1 full-integer ``.tflite`` with
+uint8 / int8 / float I/O and check with PTQ's Edge TPU check that every op maps
+(:mod:`.export`). ``save`` writes the model, its JSON sidecar and a Markdown summary with
+PTQ's sidecar code. Training images: :func:`quant.qat.data.load_training_set`.
+
+Example::
+
+    from quant.qat import QatOptions, save, train_qat
+    from quant.qat.data import load_training_set
+    from quant.sources import load_float_model
+
+    fm = load_float_model("mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224.tgz")
+    images = load_training_set(["calib/", "more/"], fm.preprocess, fm.num_classes)
+    result = train_qat(fm, images, QatOptions(epochs=3))
+    save(result, "out/")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from quant.errors import BadInputError
+from quant.qat.data import TrainingSet, load_training_set
+from quant.qat.train import EpochStats
+
+__all__ = ["QatOptions", "QatResult", "TrainingSet", "load_training_set", "save", "train_qat"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QatOptions:
+    """Settings of one fine-tuning run (recorded in the sidecar).
+
+    Attributes:
+        epochs: passes over the training images (ignored when ``steps`` is given).
+        steps: total optimizer steps instead of epochs (the last epoch may be partial).
+        batch_size: images per step.
+        lr: peak learning rate (Adam, cosine decay to 0 over all steps).
+        temperature: softmax temperature of the distillation loss.
+        label_weight: weight of the cross-entropy term when the images have labels.
+        io_type: ``uint8`` (default), ``int8`` or ``float`` model input / output.
+        device: ``auto`` (GPU when TensorFlow sees one), ``cpu`` or ``gpu``.
+        flip: mirror images at random (the float outputs are computed for both).
+        seed: shuffling seed.
+        range_batches: batches used to set the activation ranges before training.
+        checkpoint_dir: where to keep checkpoints; default a folder under the cache named
+            after the model, the images and these settings, so rerunning resumes.
+        progress: show a progress bar and one line per epoch on stderr.
+        require_edgetpu: refuse a result whose ops would not all map to the Edge TPU
+            (otherwise they are recorded in ``edgetpu_problems``).
+    """
+
+    epochs: int = 3
+    steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-5
+    temperature: float = 1.0
+    label_weight: float = 1.0
+    io_type: str = "uint8"
+    device: str = "auto"
+    flip: bool = True
+    seed: int = 0
+    range_batches: int = 8
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+    require_edgetpu: bool = True
+
+    def __post_init__(self) -> None:
+        from quant.ptq.convert import IO_TYPES
+
+        if self.io_type not in IO_TYPES:
+            raise BadInputError(f"--io must be one of {IO_TYPES}, got {self.io_type!r}")
+        if self.steps is not None and self.steps <= 0:
+            raise BadInputError(f"--steps must be positive, got {self.steps}")
+        if self.steps is None and self.epochs <= 0:
+            raise BadInputError(f"--epochs must be positive, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise BadInputError(f"--batch-size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise BadInputError(f"--lr must be positive, got {self.lr}")
+        if self.temperature <= 0 or self.label_weight < 0:
+            raise BadInputError("temperature must be positive and label_weight >= 0")
+
+    @property
+    def per_tensor(self) -> bool:
+        """Return False: tfmot's default scheme quantizes conv weights per channel."""
+        return False
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Return the settings that make a checkpoint reusable (not length, device, paths)."""
+        skip = {"epochs", "steps", "device", "checkpoint_dir", "progress", "io_type",
+                "require_edgetpu"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclasses.dataclass(frozen=True)
+class QatResult:
+    """A fine-tuned int8 model and what produced it (shaped like :class:`quant.ptq.QuantizedModel`).
+
+    Attributes:
+        tflite: the full-integer flatbuffer (batch 1, every op checked to map to the Edge TPU).
+        float_model: the :class:`quant.sources.FloatModel` it came from.
+        calibration: the :class:`~quant.qat.data.TrainingSet` it was trained on (same fields
+            PTQ's sidecar reads from a calibration set).
+        options: the :class:`QatOptions` used.
+        history: per-epoch stats of every epoch, including those of an earlier interrupted run.
+        resumed_from_epoch: epochs already done by an earlier run (0 for a fresh run).
+        checkpoint_dir: where the checkpoints are.
+        timings: seconds per stage (``train_s`` counts this run only).
+        drift: quick drift on held-out images (filled by :meth:`with_drift`).
+        edgetpu_problems: ops the analyzer predicts on the CPU (empty unless
+            ``require_edgetpu`` was off).
+        equalization, ranges_changed: always None / 0 (PTQ fields its sidecar reads).
+    """
+
+    tflite: bytes
+    float_model: Any
+    calibration: TrainingSet
+    options: QatOptions
+    history: tuple[dict[str, Any], ...] = ()
+    resumed_from_epoch: int = 0
+    checkpoint_dir: Path | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    drift: dict[str, Any] | None = None
+    edgetpu_problems: tuple[str, ...] = ()
+    equalization: Any = None
+    ranges_changed: int = 0
+
+    @property
+    def name(self) -> str:
+        """Return the output stem, ``<model>_qat_int8``."""
+        return f"{self.float_model.name}_qat_int8"
+
+    def with_drift(self, drift: dict[str, Any]) -> QatResult:
+        """Return a copy carrying a quick drift measurement."""
+        return dataclasses.replace(self, drift=drift)
+
+
+def _checkpoint_dir(float_model, images: TrainingSet, options: QatOptions) -> Path:
+    if options.checkpoint_dir is not None:
+        return Path(options.checkpoint_dir)
+    from quant.paths import cache_dir
+
+    digest = hashlib.sha256()
+    for weights in float_model.model.get_weights():
+        digest.update(weights.tobytes())
+    digest.update(images.sha256.encode())
+    digest.update(json.dumps(options.fingerprint(), sort_keys=True, default=str).encode())
+    return cache_dir() / "qat" / f"{float_model.name}-{digest.hexdigest()[:16]}"
+
+
+def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None = None,
+              on_epoch_end: Callable[[EpochStats], None] | None = None) -> QatResult:
+    """Fine-tune ``float_model`` quantization-aware and export it to full integer.
+
+    Args:
+        float_model: a :class:`quant.sources.FloatModel` classifier (``model`` a tf-keras
+            batch-1 model with logits out, ``preprocess``, ``name``).
+        train_images: decoded training images (:func:`quant.qat.data.load_training_set`);
+            with ``labels`` the loss adds cross-entropy, without it is distillation only.
+        options: settings (default: 3 epochs, batch 16, lr 1e-5, uint8 I/O).
+        on_epoch_end: called after each epoch's checkpoint with its :class:`EpochStats`.
+
+    Returns:
+        A :class:`QatResult`; write it with :func:`save`.
+
+    Raises:
+        BadInputError: a detector, layers tfmot cannot wrap, images of the wrong size, a
+            converter failure, or a result that would not map entirely to the Edge TPU.
+        MissingToolError: ``device="gpu"`` without a GPU.
+    """
+    from quant._tensorflow import tf
+    from quant.ptq import compat
+    from quant.qat import export, layers, train
+
+    options = options or QatOptions()
+    if float_model.task != "classify":
+        raise BadInputError(f"{float_model.name}: quantization-aware training supports "
+                            "classifiers; use --method ptq for detectors")
+    preprocess = float_model.preprocess
+    if train_images.pixels.shape[1:3] != (preprocess.height, preprocess.width):
+        raise BadInputError(f"training images are {train_images.pixels.shape[1:3]}, the model "
+                            f"takes {(preprocess.height, preprocess.width)}")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    folder = _checkpoint_dir(float_model, train_images, options)
+    folder.mkdir(parents=True, exist_ok=True)
+    resumed = int(train.read_state(folder).get("epochs_done", 0))
+    with tf.device(train.device_name(options.device)):
+        student_float = layers.with_batch(float_model.model, None)
+        qat_model = layers.quantize_for_training(student_float, float_model.name)
+        pixels = train_images.pixels
+        teacher = train.teacher_outputs(student_float, preprocess.normalize, pixels,
+                                        options.batch_size)
+        if not resumed:
+            batches = (preprocess.normalize(pixels[i:i + options.batch_size])
+                       for i in range(0, min(len(pixels),
+                                             options.range_batches * options.batch_size),
+                                      options.batch_size))
+            layers.calibrate_ranges(qat_model, student_float, batches)
+        timings["prepare_s"] = time.perf_counter() - start
+        mark = time.perf_counter()
+        train.fit(qat_model, preprocess.normalize, pixels, teacher, train_images.labels,
+                  options, folder, on_epoch_end)
+        timings["train_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    shape = tuple(int(d) for d in float_model.model.inputs[0].shape[1:])
+    model = export.to_tflite(qat_model, shape, options.io_type)
+    problems = export.edgetpu_problems(model, options.io_type)
+    if options.require_edgetpu:
+        compat.raise_on_problems(problems, float_model.name)
+    timings["export_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - start
+    return QatResult(
+        tflite=model, float_model=float_model, calibration=train_images, options=options,
+        history=tuple(train.read_state(folder).get("history", [])), resumed_from_epoch=resumed,
+        checkpoint_dir=folder, timings=timings, edgetpu_problems=tuple(problems),
+    )
+
+
+def sidecar(result: QatResult) -> dict[str, Any]:
+    """Return the JSON sidecar: PTQ's record with the quantization section for QAT."""
+    from quant.ptq.sidecar import sidecar as ptq_sidecar
+
+    data = ptq_sidecar(result)
+    options = dataclasses.asdict(result.options)
+    options["checkpoint_dir"] = str(result.checkpoint_dir)
+    data["quantization"] = {
+        **options, "method": "qat", "scheme": "tfmot default 8-bit",
+        "weights": "per-channel", "history": list(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "labels": result.calibration.labels is not None,
+    }
+    data["training"] = data.pop("calibration")
+    return data
+
+
+def summary_markdown(data: dict[str, Any]) -> str:
+    """Return the short Markdown summary of a QAT sidecar."""
+    q, t = data["quantization"], data["training"]
+    last = q["history"][-1] if q["history"] else None
+    lines = [
+        f"# {data['model']}",
+        "",
+        f"- float parent: `{data['float_parent']['name']}` from `{data['float_parent']['source']}`",
+        f"- quantization-aware fine-tuning ({q['scheme']}, weights {q['weights']}); I/O: "
+        f"{q['io_type']}; loss: distillation{' + cross-entropy' if q['labels'] else ''}",
+        f"- training: {t['images']} images from `{t['source']}` (sha256 {t['sha256'][:12]}); "
+        f"{len(q['history'])} epochs, batch {q['batch_size']}, lr {q['lr']}",
+    ]
+    if last:
+        lines.append(f"- last epoch: loss {last['loss']:.4f}, agreement with float "
+                     f"{last['agreement']:.3f}")
+    lines.append(f"- time: {data['timings_s'].get('total_s', '?')} s")
+    drift = data.get("drift")
+    if drift:
+        lines.append(f"- quick drift on {drift['images']} held-out images: top-1 agreement "
+                     f"{drift['agreement']:.3f}, mean |logit diff| {drift['mean_abs_diff']:.4f}")
+    lines.append(f"- tools: {', '.join(f'{k} {v}' for k, v in data['versions'].items())}")
+    return "\n".join(lines) + "\n"
+
+
+def save(result: QatResult, out_dir: str | Path) -> list[Path]:
+    """Write ``<name>.tflite``, ``<name>.json`` and ``<name>.md`` into ``out_dir`` atomically.
+
+    Raises:
+        BadInputError: the folder cannot be created or written.
+    """
+    from quant.ptq.sidecar import _atomic_write
+
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{folder}: cannot create the output folder ({exc.strerror})") \
+            from exc
+    data = sidecar(result)
+    files = [
+        (folder / f"{result.name}.tflite", result.tflite),
+        (folder / f"{result.name}.json", (json.dumps(data, indent=2) + "\n").encode()),
+        (folder / f"{result.name}.md", summary_markdown(data).encode()),
+    ]
+    try:
+        for path, payload in files:
+            _atomic_write(path, payload)
+    except OSError as exc:
+        raise BadInputError(f"{folder}: cannot write the outputs ({exc.strerror})") from exc
+    return [path for path, _ in files]

@@ -1,0 +1,174 @@
+"""Wrap a float Keras model with tfmot's default 8-bit scheme, ready for fine-tuning.
+
+tfmot's default scheme keeps each BatchNormalization after its convolution and puts the
+fake-quant after Conv + BatchNorm (+ ReLU), so the converter folds BatchNorm into the
+convolution at export; during fine-tuning BatchNorm uses its moving statistics (frozen), as
+recommended for short quantization-aware fine-tuning with small batches. Layers the scheme
+cannot wrap (a hard-swish ``Activation`` with a Python function, raw TensorFlow ops that
+Keras records as ``TFOpLambda``, custom layers) are refused up front with one clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from quant.errors import BadInputError
+
+
+def _registry():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def _activation_name(layer) -> str:
+    function = getattr(layer, "activation", None)
+    return getattr(function, "__name__", str(function))
+
+
+def unsupported_layers(model) -> list[str]:
+    """Return ``"name (Class)"`` for each layer tfmot's default 8-bit scheme cannot wrap."""
+    from quant._tensorflow import keras
+
+    registry = _registry()
+    problems = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)):
+            continue  # BatchNorm is handled by the scheme's Conv + BatchNorm transforms
+        kind = type(layer).__name__
+        if not registry.supports(layer):
+            what = getattr(layer, "symbol", None) or kind
+            problems.append(f"{layer.name} ({kind} {what})" if what != kind
+                            else f"{layer.name} ({kind})")
+        elif isinstance(layer, keras.layers.Activation):
+            name = _activation_name(layer)
+            try:
+                keras.activations.get(name)
+            except ValueError:
+                problems.append(f"{layer.name} (Activation {name})")
+    return problems
+
+
+def check_quantizable(model, name: str) -> None:
+    """Refuse a model with layers tfmot cannot wrap.
+
+    Raises:
+        BadInputError: naming the layers, why, and what to do instead.
+    """
+    problems = unsupported_layers(model)
+    if problems:
+        shown = ", ".join(problems[:4]) + (f" and {len(problems) - 4} more"
+                                           if len(problems) > 4 else "")
+        raise BadInputError(
+            f"{name}: quantization-aware training cannot wrap {shown}: tfmot's 8-bit scheme "
+            "supports standard Keras layers (Conv2D, DepthwiseConv2D, Dense, "
+            "BatchNormalization, ReLU/ReLU6, Add, pooling, Reshape...), not custom "
+            "activations such as hard-swish nor raw TensorFlow ops; use --method ptq, or a "
+            "model built from supported layers (MobileNet v1/v2, MobileNet EdgeTPU)"
+        )
+
+
+def with_batch(model, batch_size: int | None):
+    """Return a copy of functional ``model`` whose input has batch ``batch_size``, same weights."""
+    from quant._tensorflow import keras
+
+    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), batch_size=batch_size,
+                         name=model.inputs[0].name.split(":")[0])
+    clone = keras.models.clone_model(model, input_tensors=inputs)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def quantize_for_training(float_model, name: str):
+    """Return ``float_model`` (batch None) wrapped with tfmot's default 8-bit scheme.
+
+    BatchNormalization layers are frozen (moving statistics, no gamma / beta updates).
+
+    Raises:
+        BadInputError: a layer cannot be wrapped.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    from quant._tensorflow import keras
+
+    check_quantizable(float_model, name)
+    try:
+        model = tfmot.quantization.keras.quantize_model(float_model)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{name}: tfmot cannot wrap this model for quantization-aware "
+                            f"training ({first}); use --method ptq") from exc
+    for layer in model.layers:
+        if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization):
+            layer.trainable = False  # also makes BatchNorm use its moving statistics
+    return model
+
+
+def trainable_variables(qat_model) -> list:
+    """Return the variables to fine-tune: all trainable ones except frozen layers' (BatchNorm).
+
+    tfmot's wrapper keeps listing a frozen layer's weights among the model's trainable
+    variables, so they are filtered here.
+    """
+    frozen = {id(v) for layer in qat_model.layers if not layer.trainable for v in layer.weights}
+    return [v for v in qat_model.trainable_variables if id(v) not in frozen]
+
+
+def _range_variables(qat_model) -> dict[str, tuple[Any, Any]]:
+    """Return {float layer name: (min variable, max variable)} of the activation quantizers."""
+    ranges = {}
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        variables = {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+        for key in ("output", "post_activation"):
+            if inner is not None and f"{key}_min" in variables:
+                ranges[inner.name] = (variables[f"{key}_min"], variables[f"{key}_max"])
+        if type(layer).__name__ == "QuantizeLayer":
+            found = [v for k, v in variables.items() if k.endswith("_min")], \
+                [v for k, v in variables.items() if k.endswith("_max")]
+            if found[0] and found[1]:
+                ranges[""] = (found[0][0], found[1][0])
+    return ranges
+
+
+def calibrate_ranges(qat_model, float_model, batches) -> int:
+    """Set the activation ranges of ``qat_model`` to the float model's min / max.
+
+    tfmot starts every activation range at [-6, 6] and moves it by 0.1% per training step,
+    so a short fine-tuning would train with ranges far from the data. Here each range starts
+    at the min / max of the same layer's output in ``float_model`` over ``batches`` (the
+    ``""`` entry is the model input), as post-training calibration would set it.
+
+    Args:
+        qat_model: the tfmot-wrapped model.
+        float_model: the float model it wraps (same layer names).
+        batches: an iterable of float input batches.
+
+    Returns:
+        The number of ranges set.
+    """
+    from quant._tensorflow import keras, tf
+
+    targets = _range_variables(qat_model)
+    names = [n for n in targets if n]
+    probe = keras.Model(float_model.inputs,
+                        [float_model.get_layer(n).output for n in names])
+    run = tf.function(lambda x: probe(x, training=False))
+    low = np.full(len(names) + 1, np.inf)
+    high = np.full(len(names) + 1, -np.inf)
+    for batch in batches:
+        outputs = run(tf.constant(batch))
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        values = [batch, *[o.numpy() for o in outputs]]
+        low = np.minimum(low, [v.min() for v in values])
+        high = np.maximum(high, [v.max() for v in values])
+    for i, key in enumerate(["", *names]):
+        if key in targets:
+            minimum, maximum = targets[key]
+            minimum.assign(min(float(low[i]), 0.0))
+            maximum.assign(max(float(high[i]), 0.0))
+    return len(targets)
