@@ -10,14 +10,14 @@ from quant._tensorflow import tf
 from quant.checkpoints import EMA_SUFFIX, checkpoint_variable_name
 
 
-def slim_variables(model, seed: int = 0) -> dict[str, np.ndarray]:
+def slim_variables(model, seed: int = 0, std: float = 0.1) -> dict[str, np.ndarray]:
     """Return random values for every weight of ``model``, keyed by checkpoint name."""
     rng = np.random.default_rng(seed)
     variables = {}
     for layer in model.layers:
         for weight in layer.weights:
             name = checkpoint_variable_name(layer.name, weight.name)
-            value = rng.normal(0, 0.1, weight.shape).astype(np.float32)
+            value = rng.normal(0, std, weight.shape).astype(np.float32)
             if "moving_variance" in name or "gamma" in name:
                 value = np.abs(value) + 0.5
             variables[name] = value

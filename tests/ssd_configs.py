@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from quant._tensorflow import tf
-from quant.checkpoints import checkpoint_variable_name
+from slim_checkpoints import slim_variables, write_checkpoint
 
 _TEMPLATE = """\
 # A minimal SSD pipeline.config in the Object Detection API text format.
@@ -84,25 +82,12 @@ def pipeline_text(name: str, num_classes: int = 90, size: int | None = None) -> 
 
 def random_variables(model, seed: int = 0) -> dict[str, np.ndarray]:
     """Return random values for every weight of ``model`` keyed by checkpoint name."""
-    rng = np.random.default_rng(seed)
-    variables = {}
-    for layer in model.layers:
-        for weight in layer.weights:
-            name = checkpoint_variable_name(layer.name, weight.name)
-            value = rng.normal(0, 0.05, weight.shape).astype(np.float32)
-            if "moving_variance" in name or "gamma" in name:
-                value = np.abs(value) + 0.5
-            variables[name] = value
-    return variables
+    return slim_variables(model, seed, std=0.05)
 
 
 def write_export(folder: Path, config_text: str, variables: dict[str, np.ndarray]) -> Path:
     """Write an OD API export folder (pipeline.config + model.ckpt) and return it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pipeline.config").write_text(config_text)
-    names = sorted(variables)
-    tf.raw_ops.SaveV2(
-        prefix=str(folder / "model.ckpt"), tensor_names=names,
-        shape_and_slices=[""] * len(names), tensors=[tf.constant(variables[n]) for n in names],
-    )
+    write_checkpoint(folder / "model.ckpt", variables)
     return folder
