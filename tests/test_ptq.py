@@ -137,3 +137,31 @@ def test_manifest(tmp_path, image_dir, small_v2):
     manifest.write_text("missing.jpg\n")
     with pytest.raises(BadInputError, match="listed files are missing"):
         calibration_set(small_v2, str(manifest), progress=False)
+
+
+def test_raw_pixel_input_is_exact(image_dir):
+    """uint8 input with scale 1/std and zero point round(mean); the shift folded into biases."""
+    from quant.ptq import convert
+    from quant.ptq.pixel_input import exact_pixel_input
+
+    model = _user_model()
+    preprocess = inception_preprocess(32)
+    images = [preprocess.load(p)[None] for p in sorted(image_dir.glob("*.jpg"))[:4]]
+    calibrated = convert.calibrate(model, lambda: iter(images))
+    fixed = exact_pixel_input(calibrated, preprocess, "uint8")
+    before, after = read_model(calibrated).subgraphs[0], read_model(fixed).subgraphs[0]
+    stats = after.tensors[after.inputs[0]].quantization
+    assert (stats.min[0], stats.max[0]) == pytest.approx((-128 / 127.5, 127 / 127.5))
+    weights = model.layers[1].get_weights()[0]  # [kh, kw, in, out]
+    delta = (127.5 - 128) / 127.5
+    conv = before.operators[0]
+    old = np.frombuffer(bytes(read_model(calibrated).buffers[
+        before.tensors[conv.inputs[2]].buffer].data), np.float32)
+    new = np.frombuffer(bytes(read_model(fixed).buffers[
+        after.tensors[conv.inputs[2]].buffer].data), np.float32)
+    np.testing.assert_allclose(old - new, delta * weights.sum(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-7)
+    quantized = read_model(convert.quantize(fixed, "uint8")).subgraphs[0]
+    scale, zero_point = (quantized.tensors[quantized.inputs[0]].quantization.scale[0],
+                         quantized.tensors[quantized.inputs[0]].quantization.zeroPoint[0])
+    assert (scale, zero_point) == (pytest.approx(1 / 127.5), 128)

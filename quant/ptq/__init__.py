@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from quant.calibration import CalibrationSet
-from quant.ptq import compat, convert, equalize, ranges
+from quant.ptq import compat, convert, equalize, pixel_input, ranges
 from quant.ptq.sidecar import QuantizedModel, save
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
@@ -107,6 +107,8 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
                                       skip=compat.io_tensors(calibrated))
     if new_ranges:
         calibrated = ranges.with_ranges(calibrated, new_ranges)
+    calibrated = pixel_input.exact_pixel_input(calibrated, float_model.preprocess,
+                                               options.io_type)
     timings["ranges_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     model = convert.quantize(calibrated, options.io_type, options.per_tensor)
