@@ -83,10 +83,119 @@ def with_batch(model, batch_size: int | None):
     return clone
 
 
+def _depthwise_config_classes():
+    """Return (weights quantizer, quantize config) classes for per-channel depthwise weights.
+
+    tfmot's default scheme quantizes a depthwise kernel [kh, kw, C, M] "per axis" over its
+    last axis, i.e. per tensor when M = 1, while the converter writes per-channel (C x M)
+    weights after folding BatchNorm. These classes quantize per output channel in training
+    too, so the fine-tuned model matches the exported one.
+    """
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    from quant._tensorflow import keras, tf
+
+    class DepthwisePerChannelQuantizer(tfmot.quantization.keras.quantizers.LastValueQuantizer):
+        """Symmetric narrow-range 8-bit weights, one range per depthwise output channel."""
+
+        def __init__(self, **_):
+            super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+        def build(self, tensor_shape, name, layer):
+            channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+            return {key: layer.add_weight(f"{name}_{key.split('_')[0]}", shape=(channels,),
+                                          initializer=keras.initializers.Constant(value),
+                                          trainable=False)
+                    for key, value in (("min_var", -6.0), ("max_var", 6.0))}
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            shape = tf.shape(inputs)
+            flat = tf.reshape(inputs, tf.concat([shape[:2], [1, -1]], 0))
+            quantized = quant_ops.LastValueQuantize(
+                flat, weights["min_var"], weights["max_var"], is_training=training,
+                num_bits=8, per_channel=True, symmetric=True, narrow_range=True)
+            return tf.reshape(quantized, shape)
+
+        def get_config(self):
+            return {}
+
+    class DepthwiseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """Per-channel depthwise weights; output left to the BatchNorm / ReLU after it."""
+
+        def get_weights_and_quantizers(self, layer):
+            return [(layer.depthwise_kernel, DepthwisePerChannelQuantizer())]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            layer.depthwise_kernel = quantize_weights[0]
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {}
+
+    return DepthwisePerChannelQuantizer, DepthwiseQuantizeConfig
+
+
+def _consumers(model) -> dict[str, list]:
+    consumers: dict[str, list] = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            inbound = node.inbound_layers
+            for parent in inbound if isinstance(inbound, list) else [inbound]:
+                consumers.setdefault(parent.name, []).append(layer)
+    return consumers
+
+
+def _annotate_depthwise(model):
+    """Annotate each DepthwiseConv2D + BatchNorm pair with the per-channel depthwise config.
+
+    The BatchNorm gets what tfmot's Conv + BatchNorm transforms would give it: no
+    quantization before a ReLU (the ReLU's output is quantized), its output otherwise.
+    """
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs as configs,
+    )
+
+    from quant._tensorflow import keras
+
+    _, depthwise_config = _depthwise_config_classes()
+    consumers = _consumers(model)
+    plans = {}
+    for layer in model.layers:
+        after = consumers.get(layer.name, [])
+        if not (isinstance(layer, keras.layers.DepthwiseConv2D) and len(after) == 1
+                and isinstance(after[0], keras.layers.BatchNormalization)
+                and _activation_name(layer) == "linear"):
+            continue
+        batch_norm = after[0]
+        following = consumers.get(batch_norm.name, [])
+        relu_next = len(following) == 1 and isinstance(following[0], keras.layers.ReLU)
+        plans[layer.name] = depthwise_config()
+        plans[batch_norm.name] = (configs.NoOpQuantizeConfig() if relu_next
+                                  else configs.Default8BitOutputQuantizeConfig())
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+    annotated = keras.models.clone_model(
+        model, clone_function=lambda layer: annotate(
+            layer.__class__.from_config(layer.get_config()), plans[layer.name])
+        if layer.name in plans else layer.__class__.from_config(layer.get_config()))
+    annotated.set_weights(model.get_weights())
+    return tfmot.quantization.keras.quantize_annotate_model(annotated)
+
+
 def quantize_for_training(float_model, name: str):
     """Return ``float_model`` (batch None) wrapped with tfmot's default 8-bit scheme.
 
-    BatchNormalization layers are frozen (moving statistics, no gamma / beta updates).
+    Depthwise weights are quantized per channel (see :func:`_depthwise_config_classes`);
+    BatchNorm layers are frozen (moving statistics, no gamma / beta updates).
 
     Raises:
         BadInputError: a layer cannot be wrapped.
@@ -96,8 +205,12 @@ def quantize_for_training(float_model, name: str):
     from quant._tensorflow import keras
 
     check_quantizable(float_model, name)
+    quantizer, depthwise_config = _depthwise_config_classes()
+    scope = {"DepthwisePerChannelQuantizer": quantizer,
+             "DepthwiseQuantizeConfig": depthwise_config}
     try:
-        model = tfmot.quantization.keras.quantize_model(float_model)
+        with tfmot.quantization.keras.quantize_scope(scope):
+            model = tfmot.quantization.keras.quantize_apply(_annotate_depthwise(float_model))
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(f"{name}: tfmot cannot wrap this model for quantization-aware "
@@ -136,7 +249,7 @@ def _range_variables(qat_model) -> dict[str, tuple[Any, Any]]:
 
 
 def calibrate_ranges(qat_model, float_model, batches) -> int:
-    """Set the activation ranges of ``qat_model`` to the float model's min / max.
+    """Set the weight ranges and the activation ranges of ``qat_model`` from data.
 
     tfmot starts every activation range at [-6, 6] and moves it by 0.1% per training step,
     so a short fine-tuning would train with ranges far from the data. Here each range starts
@@ -153,6 +266,9 @@ def calibrate_ranges(qat_model, float_model, batches) -> int:
     """
     from quant._tensorflow import keras, tf
 
+    batches = list(batches)
+    # One training-mode call sets the weight ranges (tfmot fills them only when training).
+    qat_model(tf.constant(batches[0]), training=True)
     targets = _range_variables(qat_model)
     names = [n for n in targets if n]
     probe = keras.Model(float_model.inputs,
