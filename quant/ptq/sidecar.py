@@ -143,7 +143,8 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         raise
 
 
-def save(result: QuantizedModel, out_dir: str | Path) -> list[Path]:
+def write_outputs(out_dir: str | Path, name: str, tflite: bytes, data: dict[str, Any],
+                  markdown: str) -> list[Path]:
     """Write ``<name>.tflite``, ``<name>.json`` and ``<name>.md`` into ``out_dir``.
 
     Each file is written to a temporary name and renamed, so an interruption never leaves a
@@ -158,11 +159,10 @@ def save(result: QuantizedModel, out_dir: str | Path) -> list[Path]:
     except OSError as exc:
         raise BadInputError(f"{folder}: cannot create the output folder ({exc.strerror})") \
             from exc
-    data = sidecar(result)
     files = [
-        (folder / f"{result.name}.tflite", result.tflite),
-        (folder / f"{result.name}.json", (json.dumps(data, indent=2) + "\n").encode()),
-        (folder / f"{result.name}.md", summary_markdown(data).encode()),
+        (folder / f"{name}.tflite", tflite),
+        (folder / f"{name}.json", (json.dumps(data, indent=2) + "\n").encode()),
+        (folder / f"{name}.md", markdown.encode()),
     ]
     try:
         for path, payload in files:
@@ -170,3 +170,9 @@ def save(result: QuantizedModel, out_dir: str | Path) -> list[Path]:
     except OSError as exc:
         raise BadInputError(f"{folder}: cannot write the outputs ({exc.strerror})") from exc
     return [path for path, _ in files]
+
+
+def save(result: QuantizedModel, out_dir: str | Path) -> list[Path]:
+    """Write the model, its JSON sidecar and Markdown summary (see :func:`write_outputs`)."""
+    data = sidecar(result)
+    return write_outputs(out_dir, result.name, result.tflite, data, summary_markdown(data))
