@@ -183,3 +183,16 @@ def test_bad_options_and_missing_gpu():
     if not tf.config.list_physical_devices("GPU"):
         with pytest.raises(MissingToolError, match="--device gpu"):
             device_name("gpu")
+
+
+def test_depthwise_weights_are_quantized_per_channel_and_batchnorm_is_frozen(float_model):
+    from quant.qat import layers
+
+    student = layers.with_batch(float_model.model, None)
+    qat_model = layers.quantize_for_training(student, "tiny")
+    depthwise = qat_model.get_layer("quant_dw")
+    ranges = [w for w in depthwise.non_trainable_weights if w.name.endswith("_min:0")]
+    assert [tuple(w.shape) for w in ranges] == [(8,)]  # one range per channel, not one
+    tuned = {v.name for v in layers.trainable_variables(qat_model)}
+    assert "dw/depthwise_kernel:0" in tuned
+    assert not any("bn/" in name for name in tuned)

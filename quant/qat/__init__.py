@@ -164,16 +164,29 @@ def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None
               on_epoch_end: Callable[[EpochStats], None] | None = None) -> QatResult:
     """Fine-tune ``float_model`` quantization-aware and export it to full integer.
 
+    Nothing is written except checkpoints (``options.checkpoint_dir``, by default under the
+    cache, named after the float weights, the images and the settings that shape training):
+    rerunning the same call after an interruption resumes after the last finished epoch; a
+    finished run is not trained again, only exported. Call :func:`save` to write the model.
+
     Args:
-        float_model: a :class:`quant.sources.FloatModel` classifier (``model`` a tf-keras
-            batch-1 model with logits out, ``preprocess``, ``name``).
-        train_images: decoded training images (:func:`quant.qat.data.load_training_set`);
-            with ``labels`` the loss adds cross-entropy, without it is distillation only.
-        options: settings (default: 3 epochs, batch 16, lr 1e-5, uint8 I/O).
-        on_epoch_end: called after each epoch's checkpoint with its :class:`EpochStats`.
+        float_model: a :class:`quant.sources.FloatModel` classifier: ``model`` a functional
+            tf-keras model with a batch-1 input and logits out, ``preprocess``, ``name``,
+            ``task == "classify"``.
+        train_images: a :class:`~quant.qat.data.TrainingSet` of uint8 pixels at the model's
+            input size (:func:`quant.qat.data.load_training_set`); without ``labels`` the
+            loss is distillation only, with them cross-entropy is added.
+        options: settings (default: 3 epochs, batch 16, Adam lr 1e-5 with cosine decay,
+            uint8 I/O, device auto).
+        on_epoch_end: called after each epoch's checkpoint with its
+            :class:`~quant.qat.train.EpochStats` (raising there stops the run, resumable).
 
     Returns:
-        A :class:`QatResult`; write it with :func:`save`.
+        A :class:`QatResult`: ``tflite`` (bytes, batch 1, int8 inside, ``io_type`` I/O, every
+        op mapped to the Edge TPU unless ``require_edgetpu`` is off), ``history`` (per-epoch
+        loss, agreement with the float top-1, steps, seconds), ``timings`` (``prepare_s``,
+        ``train_s``, ``export_s``, ``total_s``), ``name`` (``<model>_qat_int8``),
+        ``with_drift`` (as PTQ's, for :func:`quant.ptq.drift.quick_drift`).
 
     Raises:
         BadInputError: a detector, layers tfmot cannot wrap, images of the wrong size, a
