@@ -8,7 +8,8 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
 - ``ours_int8_map``: our post-training int8 of that float model (``quant.ptq`` defaults),
   calibrated on the unannotated ``val2017`` images; ``map_drop = float_map - ours_int8_map``;
   variants: ``_exact_anchors`` (float anchors behind a DEQUANTIZE instead of uint8 anchors)
-  and ``minmax`` (plain min / max ranges instead of ReLU6 outputs at [0, 6]);
+  ``minmax`` (plain min / max ranges instead of ReLU6 outputs at [0, 6]) and ``io_int8``
+  (int8 instead of uint8 input and output);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
 - per builder (random weights): parameter count and ``mapped_share``, the share of ops the
   offline Edge TPU analyzer maps after our quantization (the post-processing op included).
@@ -109,6 +110,10 @@ def main() -> None:
             variants[ranges, exact] = score(ours)
     ours_map = variants["relu6", False]
     best = variants["relu6", True]
+    int8_io = args.out / "ssd_mobilenet_v1_0.75_depth_int8_io_int8.tflite"
+    int8_io.write_bytes(quantize_model(float_model, calibration_set, QuantizeOptions(
+        io_type="int8", exact_anchors=True)).tflite)
+    int8_io_map = score(int8_io)
 
     oracle = _oracle_anchors(args.int8_model)
     anchors = head.anchors
@@ -132,6 +137,8 @@ def main() -> None:
         "ours_int8_map_exact_anchors": round(best["map"], 4),
         "ours_int8_map50_exact_anchors": round(best["map50"], 4),
         "map_drop_exact_anchors": round(float_map["map"] - best["map"], 4),
+        "ours_int8_io_int8_map_exact_anchors": round(int8_io_map["map"], 4),
+        "map_drop_io_int8_exact_anchors": round(float_map["map"] - int8_io_map["map"], 4),
         "anchor_max_abs_diff": float(np.abs(anchors - oracle[0]).max()),
         "anchor_oracle_half_step": oracle[1] / 2,
         "builders": builders,
