@@ -53,30 +53,51 @@ UNSPECIFIED_LIMITATION = ("Operation is otherwise supported, but not mapped due 
 CPU_IN_COMPILED = "Runs on the CPU (left outside edgetpu-custom-op by the compiler)"
 COMPILED = "Compiled for the Edge TPU"
 
-#: Highest builtin op version the TFLite parser inside edgetpu_compiler 16.0.384591198 knows.
-#: A model with a higher version does not compile at all ("Didn't find op for builtin opcode
-#: 'CONV_2D' version '6'"). Sources: TFLite's op-version -> runtime-version table
-#: (tensorflow/lite/tools/versioning/runtime_version.cc): the highest version each op had by
-#: TensorFlow 2.5.0, the release the compiler's parser corresponds to; checked against
-#: public compiler reports (rejected: CONV_2D 6 = TF 2.9, QUANTIZE 3 = TF 2.7,
-#: TRANSPOSE_CONV 4 and EXP 2 = later; accepted: FULLY_CONNECTED 4 and SOFTMAX 2 in Coral's
-#: keras_lstm_mnist_ptq pair; CONV_2D 3, DEPTHWISE_CONV_2D 3, ADD 2, MEAN 2, SOFTMAX 2,
-#: QUANTIZE 1, RESHAPE 1 in Coral's compiled TF2 MobileNetV2). Versions added in TF 2.6
-#: (ADD 4, MUL 5, PAD 4, STRIDED_SLICE 6 ...) are int16 or other non-8-bit variants.
+#: Highest version of each builtin op that the TFLite parser inside edgetpu_compiler
+#: 16.0.384591198 knows; a higher version, or a builtin op missing here, makes the whole
+#: compilation fail ("Didn't find op for builtin opcode 'CONV_2D' version '6'", "Model could
+#: not be parsed"). The table holds, for every op, the highest version that TensorFlow 2.5.0
+#: reads: TFLite's op-version -> runtime-version map
+#: (tensorflow/lite/tools/versioning/runtime_version.cc), entries up to runtime "2.5.0".
+#: Why TF 2.5: every public report of compiler 16.0 rejects a version added in TF 2.7 or later
+#: (google-coral/edgetpu issues 631: CONV_2D 6 = TF 2.9; 879: QUANTIZE 3 = TF 2.7; 845:
+#: TRANSPOSE_CONV 4; libedgetpu 71: EXP 2), compiler 15.0 already rejected TF 2.5 additions
+#: (issues 384: RSQRT 2, 340: REVERSE_V2 3), and Coral's compiled pairs in the shared data
+#: use FULLY_CONNECTED 4, SOFTMAX 2, CONV_2D 3, DEPTHWISE_CONV_2D 3, ADD 2, MEAN 2,
+#: QUANTIZE 1, RESHAPE 1. Versions added in TF 2.6 (ADD 4, MUL 5, PAD 4, PADV2 4,
+#: STRIDED_SLICE 6, ABS 4, REDUCE_PROD 2) are left out: no report settles them, and they
+#: are int16 / int64 / string variants that an 8-bit model never uses. TF 2.21's full-integer
+#: converter writes CONV_2D 3, DEPTHWISE_CONV_2D 3, FULLY_CONNECTED 4 (per-channel or not),
+#: ADD 2, MUL 2, MEAN 2, PAD 2, CONCATENATION 2, pools 2, LOGISTIC 2, SOFTMAX 2,
+#: RESIZE_BILINEAR 3, TRANSPOSE_CONV 2, QUANTIZE 1 (checked here), all within the table.
 COMPILER_MAX_OP_VERSIONS: dict[str, int] = {
     "ABS": 3, "ADD": 3, "ADD_N": 1, "ARG_MAX": 2, "ARG_MIN": 2, "AVERAGE_POOL_2D": 3,
-    "BATCH_MATMUL": 4, "BATCH_TO_SPACE_ND": 3, "CAST": 1, "CONCATENATION": 3, "CONV_2D": 5,
-    "DEPTH_TO_SPACE": 2, "DEPTHWISE_CONV_2D": 6, "DEQUANTIZE": 4, "DIV": 2, "EQUAL": 3,
-    "EXP": 1, "EXPAND_DIMS": 1, "FILL": 3, "FULLY_CONNECTED": 9, "GATHER": 5, "GATHER_ND": 3,
-    "HARD_SWISH": 1, "L2_NORMALIZATION": 2, "L2_POOL_2D": 1, "LEAKY_RELU": 2, "LOG": 1,
-    "LOG_SOFTMAX": 2, "LOGISTIC": 3, "LSTM": 4, "MAX_POOL_2D": 3, "MAXIMUM": 4, "MEAN": 3,
-    "MINIMUM": 4, "MIRROR_PAD": 2, "MUL": 4, "PACK": 3, "PAD": 3, "PADV2": 3, "PRELU": 1,
-    "QUANTIZE": 2, "REDUCE_MAX": 3, "REDUCE_MIN": 3, "RELU": 3, "RELU6": 3, "RELU_N1_TO_1": 1,
-    "RESHAPE": 1, "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "RSQRT": 2, "SHAPE": 1,
-    "SLICE": 5, "SOFTMAX": 3, "SPACE_TO_BATCH_ND": 3, "SPACE_TO_DEPTH": 2, "SPLIT": 4,
-    "SPLIT_V": 2, "SQRT": 1, "SQUARE": 1, "SQUARED_DIFFERENCE": 2, "SQUEEZE": 2,
-    "STRIDED_SLICE": 5, "SUB": 5, "SUM": 2, "TANH": 3, "TILE": 2, "TRANSPOSE": 5,
-    "TRANSPOSE_CONV": 3, "UNIDIRECTIONAL_SEQUENCE_LSTM": 3, "UNPACK": 4,
+    "BATCH_MATMUL": 4, "BATCH_TO_SPACE_ND": 3, "BIDIRECTIONAL_SEQUENCE_LSTM": 3,
+    "BIDIRECTIONAL_SEQUENCE_RNN": 3, "BROADCAST_TO": 3, "CALL_ONCE": 1, "CAST": 1, "CEIL": 1,
+    "COMPLEX_ABS": 1, "CONCATENATION": 3, "CONV_2D": 5, "CONV_3D": 1, "COS": 1, "CUMSUM": 1,
+    "DENSIFY": 1, "DEPTH_TO_SPACE": 2, "DEPTHWISE_CONV_2D": 6, "DEQUANTIZE": 4, "DIV": 2,
+    "ELU": 1, "EMBEDDING_LOOKUP": 3, "EMBEDDING_LOOKUP_SPARSE": 1, "EQUAL": 3, "EXP": 1,
+    "EXPAND_DIMS": 1, "FAKE_QUANT": 2, "FILL": 3, "FLOOR": 1, "FLOOR_DIV": 2, "FLOOR_MOD": 1,
+    "FULLY_CONNECTED": 9, "GATHER": 5, "GATHER_ND": 3, "GREATER": 2, "GREATER_EQUAL": 2,
+    "HARD_SWISH": 1, "HASHTABLE": 1, "HASHTABLE_FIND": 1, "HASHTABLE_IMPORT": 1,
+    "HASHTABLE_LOOKUP": 1, "HASHTABLE_SIZE": 1, "IF": 1, "IMAG": 1, "L2_NORMALIZATION": 2,
+    "L2_POOL_2D": 1, "LEAKY_RELU": 2, "LESS": 2, "LESS_EQUAL": 2,
+    "LOCAL_RESPONSE_NORMALIZATION": 1, "LOG": 1, "LOG_SOFTMAX": 2, "LOGICAL_AND": 1,
+    "LOGICAL_NOT": 1, "LOGICAL_OR": 1, "LOGISTIC": 3, "LSH_PROJECTION": 1, "LSTM": 4,
+    "MATRIX_DIAG": 1, "MATRIX_SET_DIAG": 1, "MAX_POOL_2D": 3, "MAXIMUM": 4, "MEAN": 3,
+    "MINIMUM": 4, "MIRROR_PAD": 2, "MUL": 4, "NEG": 1, "NON_MAX_SUPPRESSION_V4": 1,
+    "NON_MAX_SUPPRESSION_V5": 1, "NOT_EQUAL": 3, "ONE_HOT": 1, "PACK": 3, "PAD": 3, "PADV2": 3,
+    "POW": 1, "PRELU": 1, "QUANTIZE": 2, "RANGE": 1, "RANK": 1, "REAL": 1, "REDUCE_ANY": 1,
+    "REDUCE_MAX": 3, "REDUCE_MIN": 3, "REDUCE_PROD": 1, "RELU": 3, "RELU6": 3,
+    "RELU_N1_TO_1": 1, "RESHAPE": 1, "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4,
+    "REVERSE_SEQUENCE": 1, "REVERSE_V2": 3, "RFFT2D": 1, "RNN": 3, "ROUND": 1, "RSQRT": 2,
+    "SCATTER_ND": 1, "SEGMENT_SUM": 1, "SELECT": 2, "SELECT_V2": 1, "SHAPE": 1, "SIN": 1,
+    "SKIP_GRAM": 1, "SLICE": 5, "SOFTMAX": 3, "SPACE_TO_BATCH_ND": 3, "SPACE_TO_DEPTH": 2,
+    "SPARSE_TO_DENSE": 3, "SPLIT": 4, "SPLIT_V": 2, "SQRT": 1, "SQUARE": 1,
+    "SQUARED_DIFFERENCE": 2, "SQUEEZE": 2, "STRIDED_SLICE": 5, "SUB": 5, "SUM": 2, "SVDF": 4,
+    "TANH": 3, "TILE": 2, "TOPK_V2": 2, "TRANSPOSE": 5, "TRANSPOSE_CONV": 3,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": 3, "UNIDIRECTIONAL_SEQUENCE_RNN": 3, "UNIQUE": 1,
+    "UNPACK": 4, "WHERE": 1, "WHILE": 1, "ZEROS_LIKE": 1,
 }
 
 #: Largest Softmax input the Edge TPU maps (Coral: 1-D, at most 16,000 elements).
@@ -219,11 +240,18 @@ def format_report(analysis: Analysis) -> str:
                  f"on the CPU: {s['on_cpu']}; parameters: {s['parameter_bytes']:,} bytes")
     if s.get("compile_error"):
         lines.append(f"Predicted compilation failure: {s['compile_error']}")
-    problems = [op for op in analysis.ops if not op.mapped and op.reason]
-    if problems:
+    problems = [op for op in analysis.ops
+                if not op.mapped and op.reason and op.status != MORE_THAN_ONE_SUBGRAPH]
+    followers = [op for op in analysis.ops if op.status == MORE_THAN_ONE_SUBGRAPH]
+    if problems or followers:
         lines += ["", "Why and what to do:"]
         lines += [f"  op {op.index} {op.opcode} v{op.version}: {op.reason}"
                   + (f"\n      fix: {op.fix}" if op.fix else "") for op in problems]
+    if followers:
+        listed = ", ".join(f"{op.index} {op.opcode}" for op in followers)
+        lines.append(f"  ops {listed}: supported, but fed by an op that runs on the CPU after "
+                     f"the Edge TPU part (one Edge TPU subgraph only)\n      fix: "
+                     f"{FIXES['partition']}")
     return "\n".join(lines)
 
 
@@ -243,14 +271,20 @@ def _judge(model: Model, op: Operator) -> OpVerdict:
                            "CPU by design (float outputs)", "custom_op")
         return verdict(NOT_SUPPORTED, f"custom op {op.opcode!r} has no Edge TPU implementation",
                        "custom_op")
-    if op.opcode not in _OP_CHECKS:
-        return verdict(NOT_SUPPORTED, f"{op.opcode} is not an Edge TPU operation",
-                       "unsupported_op")
     highest = COMPILER_MAX_OP_VERSIONS.get(op.opcode)
-    if highest is not None and op.version > highest:
+    if highest is None:
+        return verdict(VERSION_NOT_SUPPORTED, f"{op.opcode} is newer than the compiler's "
+                       "TFLite parser (TF 2.5); the compilation would fail", "op_version")
+    if op.version > highest:
         return verdict(VERSION_NOT_SUPPORTED, f"op version {op.version} is newer than the "
                        f"compiler's (at most {highest}); the compilation would fail",
                        "op_version")
+    if op.opcode == "DEQUANTIZE":  # the compiler's own status for it (float output)
+        return verdict(UNSUPPORTED_DATA_TYPE, "DEQUANTIZE produces float data, which the Edge "
+                       "TPU does not compute", "data_type")
+    if op.opcode not in _OP_CHECKS:
+        return verdict(NOT_SUPPORTED, f"{op.opcode} is not an Edge TPU operation",
+                       "unsupported_op")
     for problem in (_check_types, _check_shapes, _OP_CHECKS[op.opcode]):
         found = problem(model, op)
         if found:
@@ -270,7 +304,8 @@ def _check_types(model: Model, op: Operator) -> tuple[str, str, str] | None:
         if not tensor.quantized:
             return (UNSUPPORTED_DATA_TYPE, f"tensor {tensor.name!r} has no quantization "
                     "parameters", "data_type")
-    constants = [t for t in model.constant_inputs(op) if t.dtype not in _EIGHT_BIT | {"INT32"}]
+    allowed_constants = _EIGHT_BIT | {"INT32", "INT64"}  # weights; biases, shapes, axes
+    constants = [t for t in model.constant_inputs(op) if t.dtype not in allowed_constants]
     if constants:
         return (UNSUPPORTED_DATA_TYPE, f"constant {constants[0].name!r} is "
                 f"{constants[0].dtype}", "data_type")
@@ -347,6 +382,9 @@ def _mean(model: Model, op: Operator) -> tuple[str, str, str] | None:
     if axes is None or any(a % max(rank, 1) == 0 for a in axes):
         return (UNSPECIFIED_LIMITATION, f"reduces over the batch dimension (axes {axes})",
                 "limitation")
+    if rank == 4 and any(a % rank == 3 for a in axes):
+        return (UNSPECIFIED_LIMITATION, f"reduces over channels (axes {axes}); only y and/or "
+                "x reductions map", "limitation")
     return None
 
 
@@ -385,7 +423,26 @@ def _resize(model: Model, op: Operator) -> tuple[str, str, str] | None:
 
 
 def _concatenation(model: Model, op: Operator) -> tuple[str, str, str] | None:
-    return _fused_activation(model, op)
+    """No fused activation; a constant input only as one of 2 inputs, all zeros (padding)."""
+    found = _fused_activation(model, op)
+    if found:
+        return found
+    constants = model.constant_inputs(op)
+    if constants and (len(op.inputs) != 2 or not constants[0].is_zero):
+        return (UNSPECIFIED_LIMITATION, f"constant input {constants[0].name!r} "
+                + ("is not all zeros" if len(op.inputs) == 2 else
+                   f"among {len(op.inputs)} inputs (only a 2-input zero padding maps)"),
+                "limitation")
+    return None
+
+
+def _pad(model: Model, op: Operator) -> tuple[str, str, str] | None:
+    """No padding of the batch dimension (paddings [rank, 2], row 0 is the batch)."""
+    paddings = _constant_ints(model, op, 1)
+    if paddings and len(model.tensors[op.inputs[0]].shape) == 4 and any(paddings[:2]):
+        return (UNSPECIFIED_LIMITATION, f"pads the batch dimension ({paddings[:2]})",
+                "limitation")
+    return None
 
 
 def _constant_ints(model: Model, op: Operator, position: int) -> list[int] | None:
@@ -397,12 +454,15 @@ def _constant_ints(model: Model, op: Operator, position: int) -> list[int] | Non
 
 
 #: Ops the compiler maps (Coral's supported-operations table) and their extra limits.
+#: Not here on purpose: HARD_SWISH and LEAKY_RELU, which users report running on the CPU
+#: (google-coral/edgetpu issues 272 and 353).
 _OP_CHECKS: dict[str, _Check] = {
     **dict.fromkeys(
         ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1",
          "TANH", "L2_NORMALIZATION", "EXPAND_DIMS", "QUANTIZE", "SLICE", "SPACE_TO_DEPTH", "PACK",
-         "PAD", "PRELU", "TRANSPOSE_CONV", "SUM", "REDUCE_MAX", "REDUCE_MIN", "RESHAPE",
-         "UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "HARD_SWISH", "LEAKY_RELU"), _no_check),
+         "PRELU", "TRANSPOSE_CONV", "SUM", "REDUCE_MAX", "REDUCE_MIN", "RESHAPE", "SPLIT",
+         "UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM"), _no_check),
+    "PAD": _pad,
     "CONCATENATION": _concatenation,
     "AVERAGE_POOL_2D": _fused_activation,
     "MAX_POOL_2D": _fused_activation,

@@ -36,8 +36,10 @@ DOCKERFILE = "scripts/Dockerfile.edgetpu-compiler"
 INSTALL_INSTRUCTIONS = f"""\
 edgetpu_compiler was not found (tried --compiler, $EDGETPU_COMPILER, PATH).
 Install it (x86-64 Debian/Ubuntu only):
-  curl https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo apt-key add -
-  echo "deb https://packages.cloud.google.com/apt coral-edgetpu-stable main" \\
+  curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg \\
+    | sudo gpg --dearmor -o /usr/share/keyrings/coral-edgetpu.gpg
+  echo "deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] \\
+https://packages.cloud.google.com/apt coral-edgetpu-stable main" \\
     | sudo tee /etc/apt/sources.list.d/coral-edgetpu.list
   sudo apt-get update && sudo apt-get install edgetpu-compiler
 Or use Docker (any OS; on ARM / Apple silicon add --platform linux/amd64):

@@ -8,12 +8,16 @@ streamed over the host link on every inference.
 
 Latency model (per inference, milliseconds)::
 
-    t = t_invoke + MACs / mac_rate + ops * t_op + (streamed bytes + input + output) / link
+    t = t_invoke + MACs / mac_rate + ops * t_op                 (Edge TPU part)
+        + (streamed bytes + input + output) / link              (host link)
+        + cpu_elements * t_element                              (CPU part)
 
-``t_invoke``, ``mac_rate`` and ``t_op`` are calibrated on Coral's published USB 3 latencies
-(see ``scripts/bench_edgetpu_cost.py``); the link speed is the interface's effective bulk
-bandwidth (USB 3, USB 2, PCIe), so USB 2 and PCIe estimates change only the transfer terms.
-Ops predicted to run on the CPU are excluded (their cost depends on the host).
+``mac_rate``, ``t_op`` and ``t_element`` are fitted on Coral's published USB 3 latencies
+(``scripts/bench_edgetpu_cost.py --fit``); ``t_invoke`` and the link speeds are fixed, so
+USB 2 and PCIe estimates change only the transfer terms. ``cpu_elements`` is the work of the
+ops that stay on the CPU: anchors x classes for ``TFLite_Detection_PostProcess`` (its score
+scan dominates), output elements for any other op; the host is the desktop CPU of Coral's
+published measurements.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetpu.tflite_model import Model, Operator, read_model
+from edgetpu.tflite_model import DETECTION_POSTPROCESS, Model, Operator, read_model
 
 #: Parameter cache the compiler can use on the Edge TPU (bytes); the chip has about 8 MB of
 #: SRAM, reports of edgetpu_compiler 16.0 show used + remaining of about 7 MiB.
@@ -35,11 +39,12 @@ LINK_BYTES_PER_SECOND: dict[str, float] = {"usb3": 320e6, "usb2": 35e6, "pcie": 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted constants of the latency model."""
+    """Constants of the latency model (see the module docstring)."""
 
     invoke_ms: float
     macs_per_ms: float
     op_ms: float
+    cpu_ms_per_element: float
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class CostEstimate:
     input_bytes: int
     output_bytes: int
     edgetpu_ops: int
+    cpu_elements: int
     latency_ms: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,11 +127,38 @@ def estimate_model(model: Model, calibration: Calibration, mapped: list[bool]) -
     cached = min(params, ON_CHIP_CACHE_BYTES)
     streamed = params - cached
     in_bytes, out_bytes = _boundary_bytes(model, mapped)
+    work = cpu_elements(model, mapped)
     compute = (calibration.invoke_ms + macs / calibration.macs_per_ms
-               + len(costs) * calibration.op_ms)
+               + len(costs) * calibration.op_ms + work * calibration.cpu_ms_per_element)
     latency = {link: round(compute + (streamed + in_bytes + out_bytes) / rate * 1e3, 3)
                for link, rate in LINK_BYTES_PER_SECOND.items()}
-    return CostEstimate(macs, params, cached, streamed, in_bytes, out_bytes, len(costs), latency)
+    return CostEstimate(macs, params, cached, streamed, in_bytes, out_bytes, len(costs), work,
+                        latency)
+
+
+def features(path: str | Path) -> tuple[int, int, float, int]:
+    """Return what the fitted constants multiply: (MACs, Edge TPU ops, USB 3 link ms, CPU work).
+
+    Raises:
+        BadInputError: the file is missing or not a TFLite model.
+    """
+    free = Calibration(invoke_ms=0.0, macs_per_ms=float("inf"), op_ms=0.0,
+                       cpu_ms_per_element=0.0)
+    est = estimate(path, free)
+    return est.macs, est.edgetpu_ops, est.latency_ms["usb3"], est.cpu_elements
+
+
+def cpu_elements(model: Model, mapped: list[bool]) -> int:
+    """Work of the ops that run on the CPU (see the module docstring)."""
+    total = 0
+    for op, on_tpu in zip(model.operators, mapped, strict=True):
+        if on_tpu:
+            continue
+        if op.opcode == DETECTION_POSTPROCESS and len(op.inputs) > 1:
+            total += model.tensors[op.inputs[1]].size  # class scores [1, anchors, classes]
+        else:
+            total += sum(model.tensors[t].size for t in op.outputs)
+    return total
 
 
 def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:
@@ -141,6 +174,8 @@ def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:
             sum(model.tensors[t].size for t in returned))
 
 
-#: Fitted on Coral's published USB 3 latencies by ``scripts/bench_edgetpu_cost.py --fit``
-#: (minimax relative error over MobileNet v1 / v2 224 and SSD MobileNet v1).
-CALIBRATION = Calibration(invoke_ms=0.02, macs_per_ms=3.418e8, op_ms=0.026)
+#: ``invoke_ms`` is fixed (one USB 3 bulk round trip of the driver, about 0.1 ms); the other
+#: three are fitted by ``scripts/bench_edgetpu_cost.py --fit`` (minimax relative error over
+#: MobileNet v1 / v2 1.0/224 and SSD MobileNet v1 / v2 300x300, Coral's published USB 3 ms).
+CALIBRATION = Calibration(invoke_ms=0.1, macs_per_ms=6.058e8, op_ms=0.025,
+                          cpu_ms_per_element=9e-6)

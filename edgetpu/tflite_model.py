@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from quant.errors import BadInputError
 
 #: The custom op that holds what ``edgetpu_compiler`` mapped to the Edge TPU.
@@ -30,7 +32,8 @@ DETECTION_POSTPROCESS = "TFLite_Detection_PostProcess"
 
 _IDENTIFIER = b"TFL3"
 _MIN_SIZE = 16  # root offset + identifier + the smallest possible table
-_SMALL_CONSTANT_BYTES = 64  # int32 constants read into Tensor.values
+_SMALL_CONSTANT_BYTES = 64  # int32 / int64 constants read into Tensor.values
+_INT_FORMATS = {"INT32": "i", "INT64": "q"}
 _SEGMENT = re.compile(r"_segment_(\d+)_of_(\d+)_edgetpu\.tflite$")
 
 
@@ -41,7 +44,9 @@ class Tensor:
     ``dtype`` uses TFLite's spelling (``INT8``, ``UINT8``, ``INT32``, ``FLOAT32`` ...);
     ``signature`` is the shape signature (-1 for a dynamic dimension), or ``shape`` when the
     file has none; ``nbytes`` is the size of its constant data (0 for activations);
-    ``values`` holds the data of small constant int32 tensors (axes, strides, sizes).
+    ``values`` holds the data of small constant int32 / int64 tensors (axes, strides, sizes,
+    paddings); ``is_zero`` is True for a constant whose every value is zero (a quantized one
+    at its zero point).
     """
 
     index: int
@@ -53,6 +58,7 @@ class Tensor:
     is_variable: bool
     quantized: bool
     values: tuple[int, ...] | None = None
+    is_zero: bool = False
 
     @property
     def is_constant(self) -> bool:
@@ -255,11 +261,20 @@ def _tensor(tensor: Any, index: int, buffer_sizes: list[int], model: Any) -> Ten
     quantized = bool(quant is not None and quant.ScaleLength() > 0)
     dtype = _type_names().get(int(tensor.Type()), str(tensor.Type()))
     values = None
-    if dtype == "INT32" and 0 < nbytes <= _SMALL_CONSTANT_BYTES:
-        raw = model.Buffers(buffer).DataAsNumpy().tobytes()
-        values = struct.unpack(f"<{len(raw) // 4}i", raw[: len(raw) // 4 * 4])
+    is_zero = False
+    data = model.Buffers(buffer).DataAsNumpy() if nbytes else None
+    if isinstance(data, np.ndarray):  # inline data (not past the flatbuffer in a >2 GB file)
+        if dtype in _INT_FORMATS and nbytes <= _SMALL_CONSTANT_BYTES:
+            size = struct.calcsize(_INT_FORMATS[dtype])
+            raw = data.tobytes()
+            values = struct.unpack(f"<{len(raw) // size}{_INT_FORMATS[dtype]}",
+                                   raw[: len(raw) // size * size])
+        zero = (int(quant.ZeroPoint(0)) if quantized and quant.ZeroPointLength()
+                and dtype in ("INT8", "UINT8") else 0)
+        is_zero = bool(np.all(data.view(np.int8 if dtype == "INT8" else np.uint8) == zero)
+                       if zero else not data.any())
     return Tensor(index, (tensor.Name() or b"").decode("utf-8", "replace"), dtype, shape,
-                  signature, nbytes, bool(tensor.IsVariable()), quantized, values)
+                  signature, nbytes, bool(tensor.IsVariable()), quantized, values, is_zero)
 
 
 def _options(op: Any) -> dict[str, Any]:

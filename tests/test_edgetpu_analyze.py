@@ -31,14 +31,15 @@ PAIRS = [
     "deeplabv3_mnv2_dm05_pascal_quant",
 ]
 
-_TYPES = {"FLOAT32": 0, "INT32": 2, "UINT8": 3, "INT16": 7, "INT8": 9}
+_TYPES = {"FLOAT32": 0, "INT32": 2, "UINT8": 3, "INT64": 4, "INT16": 7, "INT8": 9}
 
 
 def _tensor(name: str, shape: list[int], dtype: str = "INT8", *, data: bytes | None = None,
             signature: list[int] | None = None, variable: bool = False,
-            quantized: bool = True) -> dict[str, Any]:
+            quantized: bool = True, zero_point: int = 0) -> dict[str, Any]:
     return {"name": name, "shape": shape, "dtype": dtype, "data": data,
-            "signature": signature, "variable": variable, "quantized": quantized}
+            "signature": signature, "variable": variable, "quantized": quantized,
+            "zero_point": zero_point}
 
 
 def _op(opcode: str, inputs: list[int], outputs: list[int], *, version: int = 1,
@@ -66,7 +67,7 @@ def build_model(path: Path, tensors: list[dict[str, Any]], ops: list[dict[str, A
         if spec["quantized"] and spec["dtype"] != "FLOAT32":
             tensor.quantization = schema.QuantizationParametersT()
             tensor.quantization.scale = [0.02]
-            tensor.quantization.zeroPoint = [0]
+            tensor.quantization.zeroPoint = [spec["zero_point"]]
         buffer = schema.BufferT()
         if spec["data"] is not None:
             buffer.data = np.frombuffer(spec["data"], dtype=np.uint8)
@@ -253,6 +254,80 @@ def test_fully_connected_shuffled_weights_are_not_mapped(tmp_path: Path) -> None
                options=(schema.BuiltinOptions.FullyConnectedOptions, options))]
     verdict = _single(analyze_model(build_model(tmp_path / "fc.tflite", tensors, ops, [0], [2])))
     assert not verdict.mapped and "format" in verdict.reason
+
+
+def test_dequantize_works_on_an_unsupported_data_type(tmp_path: Path) -> None:
+    tensors = [_tensor("q", [1, 10]), _tensor("f", [1, 10], "FLOAT32")]
+    ops = [_op("DEQUANTIZE", [0], [1], version=2)]
+    verdict = _single(analyze_model(build_model(tmp_path / "dq.tflite", tensors, ops, [0], [1])))
+    assert verdict.status == analyze.UNSUPPORTED_DATA_TYPE and "float" in verdict.reason
+
+
+def _concat(tmp_path: Path, constant: bytes, zero_point: int, inputs: int = 2) -> Path:
+    tensors = [_tensor("a", [1, 2, 2, 4]),
+               _tensor("pad", [1, 2, 2, 4], "UINT8", data=constant, zero_point=zero_point)]
+    tensors += [_tensor(f"b{i}", [1, 2, 2, 4]) for i in range(inputs - 2)]
+    tensors.append(_tensor("out", [1, 2, 2, 4 * inputs]))
+    ops = [_op("CONCATENATION", list(range(inputs)), [inputs],
+               options=(schema.BuiltinOptions.ConcatenationOptions,
+                        schema.ConcatenationOptionsT()))]
+    return build_model(tmp_path / f"concat{inputs}_{zero_point}.tflite", tensors, ops,
+                       [0] + list(range(2, inputs)), [inputs])
+
+
+def test_concatenation_with_a_constant_must_be_a_zero_padding(tmp_path: Path) -> None:
+    zeros = bytes([128] * 16)  # uint8 at zero point 128: real zeros
+    assert _single(analyze_model(_concat(tmp_path, zeros, 128))).mapped
+    nonzero = _single(analyze_model(_concat(tmp_path, zeros, 0)))  # 128 at zero point 0
+    assert nonzero.status == analyze.UNSPECIFIED_LIMITATION and "all zeros" in nonzero.reason
+    three = _single(analyze_model(_concat(tmp_path, zeros, 128, inputs=3)))
+    assert not three.mapped and "3 inputs" in three.reason
+
+
+def test_mean_over_channels_is_not_mapped(tmp_path: Path) -> None:
+    tensors = [_tensor("x", [1, 7, 7, 16]), _tensor("axes", [1], "INT32", data=_int32([3])),
+               _tensor("y", [1, 7, 7])]
+    ops = [_op("MEAN", [0, 1], [2], options=(schema.BuiltinOptions.ReducerOptions,
+                                             schema.ReducerOptionsT()))]
+    verdict = _single(analyze_model(build_model(tmp_path / "mc.tflite", tensors, ops, [0], [2])))
+    assert not verdict.mapped and "channels" in verdict.reason
+
+
+@pytest.mark.parametrize(("paddings", "mapped"), [
+    ([0, 0, 1, 1, 1, 1, 0, 0], True), ([1, 0, 1, 1, 1, 1, 0, 0], False)])
+def test_pad_of_the_batch_dimension_is_not_mapped(tmp_path: Path, paddings: list[int],
+                                                  mapped: bool) -> None:
+    tensors = [_tensor("x", [1, 4, 4, 8]),
+               _tensor("paddings", [4, 2], "INT64",
+                       data=np.array(paddings, dtype="<i8").tobytes()),
+               _tensor("y", [1 + paddings[0], 6, 6, 8])]
+    ops = [_op("PAD", [0, 1], [2])]
+    verdict = _single(analyze_model(build_model(tmp_path / "pad.tflite", tensors, ops, [0], [2])))
+    assert verdict.mapped is mapped
+
+
+def test_op_unknown_to_the_compiler_fails_the_compilation(tmp_path: Path) -> None:
+    tensors = [_tensor("x", [1, 16]), _tensor("y", [1, 16])]
+    ops = [_op("GELU", [0], [1])]  # TF 2.9: after the compiler's TFLite parser
+    analysis = analyze_model(build_model(tmp_path / "gelu.tflite", tensors, ops, [0], [1]))
+    assert _single(analysis).status == analyze.VERSION_NOT_SUPPORTED
+    assert "GELU" in analysis.summary["compile_error"]
+
+
+def test_hard_swish_is_not_an_edgetpu_op(tmp_path: Path) -> None:
+    tensors = [_tensor("x", [1, 4, 4, 8]), _tensor("y", [1, 4, 4, 8])]
+    ops = [_op("HARD_SWISH", [0], [1])]
+    verdict = _single(analyze_model(build_model(tmp_path / "hs.tflite", tensors, ops, [0], [1])))
+    assert verdict.status == analyze.NOT_SUPPORTED
+
+
+def test_compiler_versions_cover_what_coral_compiled(shared_data: Path) -> None:
+    """Every op version in Coral's compiled models is one the table accepts."""
+    coral = shared_data / "coral"
+    for name in PAIRS + ["mobilenet_v2_1.0_224_quant", "tf2_mobilenet_v2_1.0_224_ptq"]:
+        for op in read_model(coral / f"{name}.tflite").operators:
+            if not op.custom:
+                assert op.version <= analyze.COMPILER_MAX_OP_VERSIONS[op.opcode], (name, op)
 
 
 def _chain(tmp_path: Path, middle: str) -> Path:

@@ -78,6 +78,17 @@ def test_parse_delegate_search() -> None:
     assert out.models[0].operations_on_cpu == 10
 
 
+def test_parse_without_show_operations_and_an_unordered_log() -> None:
+    out = compiler.parse_stdout(_read("partial_no_s_stdout.txt"))
+    (stats,) = out.models
+    assert out.success and stats.operators == () and stats.operations_on_cpu == 3
+    assert stats.on_chip_bytes == round(6.06 * 1024**2)
+    log = compiler.parse_log(_read("partial_unordered.log"))
+    assert sum(row.count for row in log.operators) == stats.operations == 110
+    assert compiler.cpu_ops_from_table(list(log.operators)) == Counter(
+        {"DEQUANTIZE": 2, "CUSTOM": 1})
+
+
 @pytest.mark.parametrize(("fixture", "problem", "action"), [
     ("failed_version_stdout.txt", "op CONV_2D version 6", "older TFLite converter"),
     ("failed_internal_stdout.txt", "internal compiler error", "-i"),
@@ -149,27 +160,35 @@ table = log_text[log_text.index("Operator"):]
 rows = [line.split() for line in table.splitlines()[2:] if line.strip()]
 total = sum(int(r[1]) for r in rows)
 cpu = sum(int(r[1]) for r in rows if "Mapped to Edge TPU" not in " ".join(r))
-name = model.stem + "_edgetpu"
-shutil.copy(compiled if compiled.is_file() else model, out / (name + ".tflite"))
-(out / (name + ".log")).write_text(log_text)
-print("Model compiled successfully in 731 ms.\n")
-print("Input model: " + str(model))
-print("Input size: 514.64KiB")
-print("Output model: " + str(out / (name + ".tflite")))
-print("Output size: 782.67KiB")
-print("On-chip memory used for caching model parameters: 768.00KiB")
-print("On-chip memory remaining for caching model parameters: 6.88MiB")
-print("Off-chip memory used for streaming uncached model parameters: 0.00B")
-print("Number of Edge TPU subgraphs: 1")
-print("Total number of operations: %d" % total)
-print("Operation log: " + str(out / (name + ".log")))
-if cpu:
-    print("\nModel successfully compiled but not all operations are supported by the Edge "
-          "TPU. A percentage of the model will instead run on the CPU, which is slower.")
-    print("Number of operations that will run on Edge TPU: %d" % (total - cpu))
-    print("Number of operations that will run on CPU: %d" % cpu)
-if args.s:
-    print("\n" + table.rstrip())
+stems = ([model.stem] if not args.n else
+         ["%s_segment_%d_of_%d" % (model.stem, k, args.n) for k in range(args.n)])
+for stem in stems:
+    name = stem + "_edgetpu"
+    shutil.copy(compiled if compiled.is_file() and not args.n else model,
+                out / (name + ".tflite"))
+    (out / (name + ".log")).write_text(log_text.replace(model.stem + "_edgetpu", name))
+    print("Model compiled successfully in 731 ms.\n")
+    print("Input model: " + str(model.with_name(stem + ".tflite")))
+    print("Input size: 514.64KiB")
+    print("Output model: " + str(out / (name + ".tflite")))
+    print("Output size: 782.67KiB")
+    print("On-chip memory used for caching model parameters: 768.00KiB")
+    print("On-chip memory remaining for caching model parameters: 6.88MiB")
+    print("Off-chip memory used for streaming uncached model parameters: 0.00B")
+    print("Number of Edge TPU subgraphs: 1")
+    print("Total number of operations: %d" % total)
+    print("Operation log: " + str(out / (name + ".log")))
+    if cpu:
+        print("\nModel successfully compiled but not all operations are supported by the Edge "
+              "TPU. A percentage of the model will instead run on the CPU, which is slower. "
+              "If possible, consider updating your model to use only operations supported by "
+              "the Edge TPU. For details, visit g.co/coral/model-reqs.")
+        print("Number of operations that will run on Edge TPU: %d" % (total - cpu))
+        print("Number of operations that will run on CPU: %d" % cpu)
+        if not args.s:
+            print("See the operation log file for individual operation details.")
+    if args.s:
+        print("\n" + table.rstrip() + "\n")
 print("Compilation child process completed within timeout period.")
 print("Compilation succeeded! ")
 '''
@@ -216,6 +235,28 @@ def test_compile_with_the_double_agrees_with_prediction(
     assert names == ["deeplabv3_mnv2_dm05_pascal_quant_edgetpu.json",
                      "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.log",
                      "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"]
+
+
+def test_compile_segments_with_the_double(shared_data: Path, tmp_path: Path, double: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    model = _pair(shared_data, tmp_path, "mobilenet_v1_0.25_128_quant")
+    monkeypatch.setenv("DOUBLE_LOG", "success.log")
+    out = tmp_path / "out"
+    code = compile_main([str(model), "--compiler", str(double), "--out", str(out), "-n", "2",
+                         "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    stem = "mobilenet_v1_0.25_128_quant"
+    segments = [f"{stem}_segment_{k}_of_2_edgetpu" for k in (0, 1)]
+    assert [Path(p).name for p in report["outputs"]] == [f"{s}.tflite" for s in segments]
+    assert sorted(report["logs"]) == [f"{s}.log" for s in segments]
+    assert [m["output_model"].rsplit("/", 1)[-1] for m in report["compiler"]["models"]] == [
+        f"{s}.tflite" for s in segments]
+    argv = (tmp_path / "argv.txt").read_text().split()
+    assert argv[argv.index("-n") + 1] == "2"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{stem}_edgetpu.json"] + [f"{s}.{ext}" for s in segments for ext in ("log", "tflite")])
 
 
 def test_compile_reports_a_difference(shared_data: Path, tmp_path: Path, double: Path,

@@ -49,3 +49,21 @@ def test_cpu_ops_are_excluded(shared_data: Path) -> None:
                                      [True] * len(read_model(path).operators))
     assert predicted.edgetpu_ops == 64 and predicted.macs < everything.macs
     assert predicted.output_bytes > 0  # tensors handed back to the CPU part
+
+
+def test_ssd_postprocessing_work_is_anchors_times_classes(shared_data: Path) -> None:
+    path = shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
+    macs, ops, link_ms, work = cost.features(path)
+    assert work == 1917 * 91  # class scores [1, 1917, 90 + background]
+    estimate = cost.estimate(path)
+    assert estimate.cpu_elements == work and estimate.edgetpu_ops == ops
+    assert estimate.input_bytes == 300 * 300 * 3
+    assert estimate.output_bytes == 1917 * 4 + 1917 * 91  # box encodings and scores back
+    assert link_ms == pytest.approx((estimate.input_bytes + estimate.output_bytes)
+                                    / cost.LINK_BYTES_PER_SECOND["usb3"] * 1e3, abs=1e-3)
+
+
+def test_calibrated_latency_of_the_published_mobilenet_v2(shared_data: Path) -> None:
+    """Coral publishes 2.6 ms (USB 3) for this very file; the fit keeps it within 25%."""
+    estimate = cost.estimate(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    assert estimate.latency_ms["usb3"] == pytest.approx(2.6, rel=0.25)
