@@ -41,6 +41,7 @@ from edgetpu.tflite_model import (
     Tensor,
     read_model,
 )
+from quant.errors import BadInputError
 
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"
@@ -200,7 +201,14 @@ def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False) -> 
     model = read_model(path)
     if model.is_compiled:
         return _describe_compiled(model)
-    verdicts = [_judge(model, op) for op in model.operators]
+    verdicts = []
+    for op in model.operators:
+        try:
+            verdicts.append(_judge(model, op))
+        except (IndexError, KeyError) as exc:  # an op without the inputs its kind has
+            raise BadInputError(f"{model.path}: operator {op.index} ({op.opcode}) lacks "
+                                "inputs or outputs its kind needs; corrupt model, export it "
+                                "again") from exc
     if not enable_multiple_subgraphs:
         verdicts = _single_partition(model, verdicts)
     return Analysis(model.path, False, verdicts, _summary(model, verdicts))

@@ -8,6 +8,7 @@ models and what the real edgetpu_compiler made of them.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ import flatbuffers
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgetpu import analyze
 from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
 from edgetpu.tflite_model import read_model
+from quant.errors import BadInputError
 
 PAIRS = [
     "mobilenet_v1_0.25_128_quant",
@@ -427,6 +431,27 @@ def test_truncated_model_is_bad_input(shared_data: Path, tmp_path: Path,
         path.write_bytes(data[:cut])
         assert check_main([str(path)]) == 2
         assert "truncated" in capsys.readouterr().err
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1,
+                      max_size=12),
+       cut=st.one_of(st.none(), st.integers(8, 10**9)))
+def test_corrupt_models_are_bad_input_never_a_crash(shared_data: Path, edits: list,
+                                                    cut: int | None) -> None:
+    """Random byte edits and truncations give a result or BadInputError, nothing else."""
+    data = bytearray((shared_data / "coral" / "keras_lstm_mnist_ptq.tflite").read_bytes())
+    for position, value in edits:
+        data[position % len(data)] = value
+    if cut is not None:
+        data = data[: cut % len(data)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tflite"
+        path.write_bytes(bytes(data))
+        try:
+            analyze_model(path)
+        except BadInputError as exc:
+            assert str(path) in str(exc)
 
 
 def test_check_cli_json_and_exit_codes(shared_data: Path,

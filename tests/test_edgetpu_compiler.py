@@ -89,6 +89,16 @@ def test_parse_without_show_operations_and_an_unordered_log() -> None:
         {"DEQUANTIZE": 2, "CUSTOM": 1})
 
 
+def test_parse_segments_where_the_second_fails() -> None:
+    """-n 2 on a model whose second segment is too large (issue 557's output, abridged)."""
+    text = _read("segments_failed_stdout.txt")
+    out = compiler.parse_stdout(text)
+    assert not out.success and len(out.models) == 1
+    assert out.models[0].output_model.endswith("_segment_0_of_2_edgetpu.tflite")
+    (diagnosis,) = compiler.diagnose(text)
+    assert "activation tensors" in diagnosis.problem and "-n" in diagnosis.action
+
+
 @pytest.mark.parametrize(("fixture", "problem", "action"), [
     ("failed_version_stdout.txt", "op CONV_2D version 6", "older TFLite converter"),
     ("failed_internal_stdout.txt", "internal compiler error", "-i"),
