@@ -362,7 +362,7 @@ def docker_command(image: str = DOCKER_IMAGE) -> list[str]:
 
 def run_compiler(command: list[str], model: str | Path, options: CompilerOptions,
                  out_dir: str | Path, *, docker_image: str | None = None) -> CompileResult:
-    """Compile ``model`` into ``out_dir``; outputs appear there only when complete.
+    """Compile ``model`` into ``out_dir``; models appear there only when all compiled.
 
     Args:
         command: the compiler (from :func:`find_compiler`) or, with ``docker_image``, the
@@ -397,15 +397,18 @@ def run_compiler(command: list[str], model: str | Path, options: CompilerOptions
             raise MissingToolError(f"could not start {argv[0]}: {exc}") from exc
         except subprocess.TimeoutExpired as exc:
             raise MissingToolError(f"{argv[0]} did not finish within {timeout} s") from exc
+        parsed = parse_stdout(proc.stdout)
         produced = sorted(Path(work).glob("*_edgetpu.*"))
         logs = {p.name: parse_log(p.read_text(errors="replace"))
                 for p in produced if p.suffix == ".log"}
+        # a failed run (e.g. -n with one segment too large) keeps its logs, never its models
+        keep = produced if proc.returncode == 0 and parsed.success else [
+            p for p in produced if p.suffix == ".log"]
         outputs = []
-        for path in produced:
+        for path in keep:
             target = out_dir / path.name
             os.replace(path, target)
             outputs.append(target)
-    parsed = parse_stdout(proc.stdout)
     return CompileResult(argv, proc.returncode, parsed, logs,
                          [p for p in outputs if p.suffix == ".tflite"],
                          diagnose(proc.stdout + "\n" + proc.stderr), proc.stdout, proc.stderr)

@@ -172,8 +172,15 @@ total = sum(int(r[1]) for r in rows)
 cpu = sum(int(r[1]) for r in rows if "Mapped to Edge TPU" not in " ".join(r))
 stems = ([model.stem] if not args.n else
          ["%s_segment_%d_of_%d" % (model.stem, k, args.n) for k in range(args.n)])
-for stem in stems:
+for number, stem in enumerate(stems):
     name = stem + "_edgetpu"
+    if mode == "second_segment_fails" and number == 1:
+        print("Started a compilation timeout timer of 180 seconds.")
+        print("ERROR: Restored original execution plan after delegate application failure.")
+        print("Compilation failed: Compilation failed due to large activation tensors in model.")
+        print("Compilation child process completed within timeout period.")
+        print("Compilation failed! ")
+        sys.exit(1)
     shutil.copy(compiled if compiled.is_file() and not args.n else model,
                 out / (name + ".tflite"))
     (out / (name + ".log")).write_text(log_text.replace(model.stem + "_edgetpu", name))
@@ -267,6 +274,23 @@ def test_compile_segments_with_the_double(shared_data: Path, tmp_path: Path, dou
     assert argv[argv.index("-n") + 1] == "2"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{stem}_edgetpu.json"] + [f"{s}.{ext}" for s in segments for ext in ("log", "tflite")])
+
+
+def test_failed_segment_leaves_no_model(shared_data: Path, tmp_path: Path, double: Path,
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    model = _pair(shared_data, tmp_path, "mobilenet_v1_0.25_128_quant")
+    monkeypatch.setenv("DOUBLE_LOG", "success.log")
+    monkeypatch.setenv("DOUBLE_MODE", "second_segment_fails")
+    out = tmp_path / "out"
+    assert compile_main([str(model), "--compiler", str(double), "--out", str(out),
+                         "-n", "2"]) == 1
+    text = capsys.readouterr().out
+    assert "activation tensors" in text and "-n" in text
+    assert not list(out.glob("*.tflite")) and not list(out.glob("*.json"))
+    assert [p.name for p in out.glob("*.log")] == [
+        "mobilenet_v1_0.25_128_quant_segment_0_of_2_edgetpu.log"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".compile-")]
 
 
 def test_compile_reports_a_difference(shared_data: Path, tmp_path: Path, double: Path,
