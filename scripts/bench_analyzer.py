@@ -2,7 +2,10 @@
 
 For every source / compiled pair in ``../shared/data/coral`` (Coral's models and what the
 real compiler made of them), compare the multiset of ops the analyzer puts on the CPU with
-the ops the compiler left outside ``edgetpu-custom-op``. Prints a table and writes JSON::
+the ops the compiler left outside ``edgetpu-custom-op``. The other models there (single
+source models, and the ``pipeline/`` segments compiled with ``-n 2`` whose source is not
+included) have no counterpart to compare with; they are listed with what the analyzer reads
+or predicts for them. Prints a table and writes JSON::
 
     python scripts/bench_analyzer.py --json out/bench_analyzer.json
 """
@@ -44,6 +47,23 @@ def compare(source: Path, compiled: Path) -> dict:
     }
 
 
+def describe_others(folder: Path, pairs: list[tuple[Path, Path]]) -> list[dict]:
+    """Return the analyzer's view of every model in ``folder`` (and below) not in a pair."""
+    paired = {p for pair in pairs for p in pair}
+    rows = []
+    for path in sorted(folder.rglob("*.tflite")):
+        if path in paired:
+            continue
+        analysis = analyze_model(path)
+        summary = analysis.summary
+        rows.append({"model": str(path.relative_to(folder)), "compiled": analysis.compiled,
+                     "ops": summary["ops"], "cpu_ops": dict(sorted(analysis.cpu_ops.items())),
+                     "fully_mapped": analysis.fully_mapped,
+                     "segment": summary.get("segment"),
+                     "edgetpu_payload_bytes": summary.get("edgetpu_payload_bytes")})
+    return rows
+
+
 def main() -> int:
     """Run the benchmark; exit 1 when a pair differs."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -60,8 +80,13 @@ def main() -> int:
     for row in rows:
         print(f"{row['model']:<50} {row['ops']:>4} {str(row['exact']):>6}  "
               f"{row['predicted_cpu_ops'] or '{}'} / {row['real_cpu_ops'] or '{}'}")
+    others = describe_others(args.data, pairs)
+    print(f"\n{'other model (no counterpart)':<80} {'ops':>4}  CPU ops")
+    for row in others:
+        kind = "compiled" if row["compiled"] else "predicted"
+        print(f"{row['model']:<80} {row['ops']:>4}  {kind}: {row['cpu_ops'] or '{}'}")
     result = {"pairs_total": len(rows), "pairs_exact": sum(r["exact"] for r in rows),
-              "pairs": rows}
+              "pairs": rows, "others": others}
     print(f"exact: {result['pairs_exact']} of {result['pairs_total']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
