@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetpu.tflite_model import DETECTION_POSTPROCESS, Model, Operator, read_model
+from quant.errors import BadInputError
 
 #: Parameter cache the compiler can use on the Edge TPU (bytes); the chip has about 8 MB of
 #: SRAM, reports of edgetpu_compiler 16.0 show used + remaining of about 7 MiB.
@@ -109,9 +110,13 @@ def estimate(path: str | Path, calibration: Calibration | None = None,
         mapped: which ops run on the Edge TPU (default: the analyzer's prediction).
 
     Raises:
-        BadInputError: the file is missing or not a TFLite model.
+        BadInputError: the file is missing, not a TFLite model, or already compiled (its
+            MACs are hidden inside ``edgetpu-custom-op``).
     """
     model = read_model(path)
+    if model.is_compiled:
+        raise BadInputError(f"{model.path}: already compiled for the Edge TPU; estimate the "
+                            "source .tflite instead (the compiled op hides its MACs)")
     if mapped is None:
         from edgetpu.analyze import analyze_model
 
@@ -120,7 +125,13 @@ def estimate(path: str | Path, calibration: Calibration | None = None,
 
 
 def estimate_model(model: Model, calibration: Calibration, mapped: list[bool]) -> CostEstimate:
-    """Estimate from an already read model; see :func:`estimate`."""
+    """Estimate from an already read source model and its per-op mapping; see :func:`estimate`.
+
+    Args:
+        model: the model (not a compiled one).
+        calibration: latency constants.
+        mapped: per operator, True when it runs on the Edge TPU.
+    """
     costs = [c for c, on_tpu in zip(op_costs(model), mapped, strict=True) if on_tpu]
     macs = sum(c.macs for c in costs)
     params = sum(c.parameter_bytes for c in costs)

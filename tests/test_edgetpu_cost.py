@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from edgetpu import cost
+from edgetpu.cli.check import main as check_main
 from edgetpu.tflite_model import read_model
+from quant.errors import BadInputError
 
 
 @pytest.mark.parametrize(("name", "published_macs"), [
@@ -67,3 +70,22 @@ def test_calibrated_latency_of_the_published_mobilenet_v2(shared_data: Path) -> 
     """Coral publishes 2.6 ms (USB 3) for this very file; the fit keeps it within 25%."""
     estimate = cost.estimate(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
     assert estimate.latency_ms["usb3"] == pytest.approx(2.6, rel=0.25)
+
+
+def test_compiled_model_is_refused(shared_data: Path) -> None:
+    with pytest.raises(BadInputError, match="already compiled"):
+        cost.estimate(shared_data / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")
+
+
+def test_edgetpu_check_prints_the_estimate(shared_data: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    source = shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+    assert check_main([str(source), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cost"]["macs"] == cost.estimate(source).macs
+    assert set(data["cost"]["latency_ms"]) == {"usb3", "usb2", "pcie"}
+    assert check_main([str(source)]) == 0
+    assert "Estimate (cost model, not a measurement)" in capsys.readouterr().out
+    compiled = shared_data / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+    assert check_main([str(compiled), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cost"] is None

@@ -8,9 +8,11 @@ Examples::
     edgetpu-check model_edgetpu.tflite       # a compiled model: Edge TPU ops, CPU leftovers
 
 The model is read as a flatbuffer (no interpreter, no compiler needed). The table uses the
-compiler's own format and status texts; a summary and the fix for each problem follow.
+compiler's own format and status texts; a summary and the fix for each problem follow, then
+the cost model's estimate for a source model (MACs, parameter cache use, latency on USB 3,
+USB 2 and PCIe: an estimate calibrated on Coral's published latencies, not a measurement).
 ``--json`` prints ``{"ops": [{"index", "opcode", "mapped", "status", "reason", ...}],
-"summary": {...}}``.
+"summary": {...}, "cost": {...}}``.
 
 Exit codes: 0 every op maps (a trailing TFLite_Detection_PostProcess is expected on the CPU),
 or the model is already compiled; 1 some ops would run on the CPU or the compilation would
@@ -20,6 +22,7 @@ fail; 2 the file is missing or not a TFLite model.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -46,12 +49,34 @@ def main(argv: list[str] | None = None) -> int:
     from edgetpu.analyze import analyze_model, format_report
 
     analysis = analyze_model(args.model, args.enable_multiple_subgraphs)
-    print(analysis.dumps() if args.json else format_report(analysis))
+    estimate = None
+    if not analysis.compiled:
+        from edgetpu.cost import CALIBRATION, estimate_model
+        from edgetpu.tflite_model import read_model
+
+        estimate = estimate_model(read_model(args.model), CALIBRATION,
+                                  [op.mapped for op in analysis.ops])
+    if args.json:
+        data = analysis.to_json()
+        data["cost"] = estimate.to_dict() if estimate else None
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_report(analysis))
+        if estimate:
+            print(_format_estimate(estimate))
     if analysis.compiled or analysis.fully_mapped:
         return 0
     if not args.json:
         print(f"{args.model}: not every op maps to the Edge TPU (see above)", file=sys.stderr)
     return EXIT_CHECK_FAILED
+
+
+def _format_estimate(estimate) -> str:
+    ms = estimate.latency_ms
+    return (f"Estimate (cost model, not a measurement): {estimate.macs / 1e6:,.0f} M MACs on "
+            f"the Edge TPU; parameters {estimate.cached_bytes:,} bytes cached on chip, "
+            f"{estimate.streamed_bytes:,} streamed; about {ms['usb3']:.1f} ms on USB 3, "
+            f"{ms['usb2']:.1f} ms on USB 2, {ms['pcie']:.1f} ms on PCIe")
 
 
 if __name__ == "__main__":
