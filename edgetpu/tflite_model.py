@@ -146,18 +146,29 @@ def read_model_bytes(path: str | Path) -> bytes:
     """Return the bytes of a ``.tflite`` file after checking they can be a TFLite model.
 
     Raises:
-        BadInputError: the file is missing, empty, too short, or lacks the ``TFL3`` identifier.
+        BadInputError: the file is missing, unreadable, empty, too short, not a flatbuffer,
+            a flatbuffer of another format (no ``TFL3`` identifier), or truncated.
     """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such model file; pass the path of a .tflite model")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read the model ({exc.strerror}); check the file's "
+                            "permissions") from exc
     if not data:
         raise BadInputError(f"{path}: the file is empty; export the model again")
     if len(data) < _MIN_SIZE or data[4:8] != _IDENTIFIER:
+        identifier = data[4:8]
+        (root,) = struct.unpack_from("<I", data, 0) if len(data) >= 8 else (len(data),)
+        foreign = (len(identifier) == 4 and identifier.isascii() and identifier.isalnum()
+                   and 8 <= root < len(data) and root % 4 == 0)
+        kind = (f"a flatbuffer of another format (file identifier {identifier.decode()!r})"
+                if foreign else "not a flatbuffer")
         raise BadInputError(
-            f"{path}: not a TFLite model (no 'TFL3' file identifier); pass a .tflite file "
-            "written by the TFLite converter"
+            f"{path}: not a TFLite model ({kind}, no 'TFL3' file identifier); pass a .tflite "
+            "file written by the TFLite converter"
         )
     (root,) = struct.unpack_from("<I", data, 0)
     if root + 4 > len(data):

@@ -423,6 +423,21 @@ def test_bad_files_are_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert message in err and str(path) in err and "Traceback" not in err
 
 
+def test_flatbuffer_of_another_format_is_named(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    builder = flatbuffers.Builder(64)
+    builder.StartObject(1)
+    builder.PrependInt32Slot(0, 7, 0)
+    builder.Finish(builder.EndObject(), file_identifier=b"ABCD")
+    path = tmp_path / "other.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    assert check_main([str(path)]) == 2
+    assert "another format (file identifier 'ABCD')" in capsys.readouterr().err
+    (tmp_path / "noise.tflite").write_bytes(bytes(range(256)) * 4)
+    assert check_main([str(tmp_path / "noise.tflite")]) == 2
+    assert "not a flatbuffer" in capsys.readouterr().err
+
+
 def test_truncated_model_is_bad_input(shared_data: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     data = (shared_data / "coral" / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
