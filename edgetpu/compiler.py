@@ -381,7 +381,8 @@ def run_compiler(command: list[str], model: str | Path, options: CompilerOptions
     model = Path(model).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".compile-") as work:
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".compile-") as tmp:
+        work = str(Path(tmp).resolve())  # the compiler runs in it; Docker mounts need it absolute
         if docker_image:
             uid = f"{os.getuid()}:{os.getgid()}" if hasattr(os, "getuid") else "0:0"
             argv = command + ["--user", uid, "-v", f"{model.parent}:/in:ro", "-v",

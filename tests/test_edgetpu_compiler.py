@@ -293,6 +293,15 @@ def test_failed_segment_leaves_no_model(shared_data: Path, tmp_path: Path, doubl
     assert not [p for p in out.iterdir() if p.name.startswith(".compile-")]
 
 
+def test_relative_out_folder(shared_data: Path, tmp_path: Path, double: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _pair(shared_data, tmp_path, "mobilenet_v1_0.25_128_quant")
+    monkeypatch.setenv("DOUBLE_LOG", "success.log")
+    monkeypatch.chdir(tmp_path)
+    assert compile_main([str(model), "--compiler", str(double), "--out", "rel/out"]) == 0
+    assert (tmp_path / "rel" / "out" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite").is_file()
+
+
 def test_compile_reports_a_difference(shared_data: Path, tmp_path: Path, double: Path,
                                       monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_report(result, differences)
+        if result.success:
+            print(f"wrote {args.out / f'{args.model.stem}_edgetpu.json'} (parsed report)")
     return 0 if result.success else EXIT_CHECK_FAILED
 
 
@@ -138,9 +140,10 @@ def _print_report(result: Any, differences: list[str]) -> None:
     print(f"COMPILER ({out.version or 'unknown version'}): "
           f"{'compiled' if result.success else 'FAILED'}")
     for stats in out.models:
-        print(f"  {stats.output_model}: {stats.operations} ops, "
+        print(f"  {Path(stats.output_model).name}: {stats.operations} ops, "
               f"{stats.operations_on_cpu or 0} on the CPU, {stats.subgraphs} Edge TPU "
-              f"subgraph(s); on-chip {stats.on_chip_bytes} B, off-chip {stats.off_chip_bytes} B")
+              f"subgraph(s); parameters {_mib(stats.on_chip_bytes)} cached on chip, "
+              f"{_mib(stats.off_chip_bytes)} streamed")
     for error in out.errors:
         print(f"  {error}")
     for diagnosis in result.diagnoses:
@@ -152,10 +155,14 @@ def _print_report(result: Any, differences: list[str]) -> None:
         else:
             print("The compiler agrees with the prediction.")
         for path in result.outputs:
-            print(f"wrote {path}")
+            print(f"wrote {path} (and its .log)")
     elif not result.diagnoses:
         print("  the compiler's output (stdout, stderr) follows:")
         print(result.raw_stdout + result.raw_stderr)
+
+
+def _mib(size: int | None) -> str:
+    return "?" if size is None else f"{size / 2**20:.2f} MiB"
 
 
 def _write_json(path: Path, data: dict) -> None:
