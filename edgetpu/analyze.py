@@ -8,9 +8,12 @@ the Edge TPU" page, summarised in DESIGN.md):
    (:data:`COMPILER_MAX_OP_VERSIONS`; a newer version makes the whole compilation fail);
 2. every activation tensor must be 8-bit (int8 / uint8; LSTM state may be int16), with a
    static shape and at most 3 dimensions larger than 1;
-3. op-specific limits (fused activations on pools / concatenation, equal dilation, default
-   FullyConnected weights, Softmax size, StridedSlice strides and masks, Mean over batch,
-   Squeeze of leading dims only, precise resize factors);
+3. op-specific limits (fused activations on pools / concatenation, a constant Concatenation
+   input only as a 2-input zero padding, equal dilation, default FullyConnected weights,
+   Softmax size, StridedSlice strides and masks, Mean over y / x only, no Pad of the batch,
+   Squeeze of leading dims only, precise resize factors); DEQUANTIZE and custom ops are
+   reported as the compiler does ("Operation is working on an unsupported data type" for
+   DEQUANTIZE and ``TFLite_Detection_PostProcess``);
 4. the single-partition rule: without ``-a`` the compiler makes one Edge TPU subgraph, so an op
    fed (directly or not) by an op that runs on the CPU after the Edge TPU part stays on the
    CPU too ("More than one subgraph is not supported"). A CPU op before any Edge TPU op
