@@ -1,4 +1,4 @@
-"""Make a uint8 / int8 input take raw pixels exactly, as Coral applications feed them.
+"""Make a uint8 input take raw pixels exactly, as Coral applications feed them.
 
 A quantized input holds ``round(x / scale) + zero_point`` with an integer zero point, so for
 preprocessing ``x = (pixel - mean) / std`` with a fractional mean (127.5 for [-1, 1]), raw
@@ -28,11 +28,12 @@ def _buffer(model_object, tensor) -> np.ndarray:
 def exact_pixel_input(calibrated: bytes, preprocess: Preprocess, io_type: str) -> bytes:
     """Return ``calibrated`` with its input range and first-layer biases set for raw pixels.
 
-    Unchanged when the I/O is float, the channels have different std, or the input feeds
-    anything but convolutions with float weights and bias.
+    Only for uint8 I/O (raw pixels); unchanged when the channels have different std, or the
+    input feeds anything but convolutions with float weights and bias. int8 inputs are fed
+    by quantizing the normalized image, which needs no such shift.
     """
     std = set(preprocess.std)
-    if io_type == "float" or len(std) != 1:
+    if io_type != "uint8" or len(std) != 1:
         return calibrated
     scale = 1.0 / std.pop()
     zero_point = np.round(np.asarray(preprocess.mean, np.float64))
