@@ -141,7 +141,7 @@ def _from_keras(path: Path, source: str, options: PreprocessOptions) -> FloatMod
     _, height, width, _ = model.inputs[0].shape
     if not options.given():
         raise BadInputError(
-            f"{path}: cannot infer its preprocessing; pass --input-range LOW,HIGH "
+            f"{path}: cannot infer its preprocessing; pass --input-range=LOW,HIGH "
             "(e.g. -1,1 or 0,1), --mean/--std, or --preprocess FILE.json"
         )
     return FloatModel(
@@ -190,7 +190,12 @@ def _with_batch_one(model, path: Path):
     if shape[0] == 1:
         return model
     inputs = keras.Input(tuple(shape[1:]), batch_size=1, name="input")
-    return keras.Model(inputs, model(inputs), name=model.name)
+    try:  # same layers, flat (tfmot cannot wrap a nested model)
+        copy = keras.models.clone_model(model, input_tensors=inputs)
+        copy.set_weights(model.get_weights())
+        return copy
+    except (ValueError, TypeError):  # subclassed or wrapped models: nest them
+        return keras.Model(inputs, model(inputs), name=model.name)
 
 
 def max_abs_diff_with_tflite(float_model: FloatModel, tflite_path: Path, samples: int = 3,

@@ -105,6 +105,32 @@ def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
     assert (tmp_path / "out/mobilenet_v2_0.35_96_int8.tflite").stat().st_size > 100_000
 
 
+def test_qat_from_the_command_line(tmp_path, capsys):
+    """--method qat: a clear error without training images, then a short real run."""
+    from PIL import Image
+
+    from quant._tensorflow import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(4)(x)).save(tmp_path / "user.keras")
+    args = ["--model", str(tmp_path / "user.keras"), "--input-range=-1,1",
+            "--method", "qat", "--out", str(tmp_path / "out")]
+    code, err = _run(capsys, *args)
+    assert code == 2 and "--train-dir" in err
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            images / f"{i}.png")
+    code, err = _run(capsys, *args, "--train-dir", str(images), "--steps", "2",
+                     "--batch-size", "4")
+    assert code == 0, err
+    assert (tmp_path / "out/user_qat_int8.tflite").is_file()
+
+
 def test_console_script_lists_the_zoo():
     result = subprocess.run([sys.executable, "-m", "quant", "--list", "--json"],
                             capture_output=True, text=True, timeout=120)

@@ -29,7 +29,7 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser, title: str) -> Non
     """Add ``--input-range``, ``--mean``, ``--std`` and ``--preprocess`` in a group."""
     group = parser.add_argument_group(title)
     group.add_argument("--input-range", type=float_range, metavar="LOW,HIGH",
-                       help="float range that pixels 0 and 255 map to, e.g. -1,1")
+                       help="float range that pixels 0 and 255 map to, e.g. --input-range=-1,1")
     group.add_argument("--mean", type=floats, metavar="M[,M,M]", help="per-channel mean (0..255)")
     group.add_argument("--std", type=floats, metavar="S[,S,S]", help="per-channel std")
     group.add_argument("--preprocess", type=Path, metavar="FILE",

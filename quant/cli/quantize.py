@@ -7,7 +7,7 @@ Examples::
     quantize --model mobilenet_v2_1.0_224
     quantize --model mobilenet_v2_1.0_224 --checkpoint mobilenet_v2_1.0_224.tgz \\
         --calib-dir images/ --out out/
-    quantize --model my_model.keras --input-range -1,1 --calib-dir images/ --per-tensor
+    quantize --model my_model.keras --input-range=-1,1 --calib-dir images/ --per-tensor
 
 Writes ``<out>/<model>_int8.tflite`` with a JSON sidecar and a Markdown summary.
 Exit codes: 0 ok, 2 bad input, 3 a download or tool is needed but missing.
@@ -51,8 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "plain min/max, or MSE-optimal clipping")
     quant.add_argument("--equalize", choices=("off", "on", "auto"), default="off",
                        help="cross-layer equalization (auto: with --per-tensor)")
+    quant.add_argument("--method", choices=("ptq", "qat"), default="ptq",
+                       help="post-training quantization (default) or quantization-aware "
+                            "fine-tuning (needs --train-dir)")
     quant.add_argument("--drift-images", type=int, default=50,
                        help="held-out images for the quick drift in the sidecar (0 skips)")
+    qat = parser.add_argument_group("quantization-aware training (--method qat)")
+    qat.add_argument("--train-dir", action="append", metavar="DIR",
+                     help="training images (repeatable); no labels needed (distillation)")
+    qat.add_argument("--labels", metavar="CSV", help="file,label CSV: adds cross-entropy")
+    qat.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
+    qat.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
+    qat.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    qat.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
+    qat.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                     help="training device (default: a GPU when TensorFlow sees one)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
     listing = parser.add_argument_group("choosing a model")
     add_listing_arguments(listing)
@@ -72,7 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     float_model = load_float_model(args.model, args.checkpoint, preprocess_options(args))
     print(f"loaded {float_model.name} ({float_model.task}, input "
           f"{float_model.preprocess.height}x{float_model.preprocess.width})", file=sys.stderr)
+    if args.method == "qat":
+        return _train_qat(args, float_model)
     return _quantize(args, float_model)
+
+
+def _train_qat(args: argparse.Namespace, float_model) -> int:
+    from quant import qat
+    from quant.qat.data import load_training_set
+
+    if not args.train_dir:
+        raise BadInputError("--method qat needs --train-dir DIR with training images")
+    images = load_training_set(args.train_dir, float_model.preprocess, float_model.num_classes,
+                               labels_csv=args.labels)
+    options = qat.QatOptions(epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+                             lr=args.lr, io_type=args.io, device=args.device, seed=args.seed)
+    for path in qat.save(qat.train_qat(float_model, images, options), args.out):
+        print(path)
+    return 0
 
 
 def _quantize(args: argparse.Namespace, float_model) -> int:
