@@ -2,8 +2,9 @@
 
 ``quantize_model(float_model, calibration, options)`` runs: optional cross-layer
 equalization (:mod:`.equalize`), calibration (:func:`.convert.calibrate`), activation range
-choice (:mod:`.ranges`), full-int8 quantization and the I/O type (:mod:`.convert`), and the
-Edge TPU compatibility check (:mod:`.compat`). ``save`` writes the ``.tflite`` with its JSON
+choice (:mod:`.ranges`), Hessian-aware weight rounding and bias correction
+(:mod:`.weights`), full-int8 quantization and the I/O type (:mod:`.convert`), and the Edge
+TPU compatibility check (:mod:`.compat`). ``save`` writes the ``.tflite`` with its JSON
 sidecar and Markdown summary (:mod:`.sidecar`), atomically.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from quant.calibration import CalibrationSet
-from quant.ptq import compat, convert, equalize, pixel_input, ranges
+from quant.ptq import compat, convert, equalize, pixel_input, ranges, weights
 from quant.ptq.sidecar import QuantizedModel, save
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
@@ -37,6 +38,11 @@ class QuantizeOptions:
         ranges: activation range method: ``relu6`` (default: min / max, ReLU6 outputs
             [0, 6]), ``minmax`` or ``mse`` (see :mod:`.ranges`).
         range_images: calibration images used to choose ranges (``mse``).
+        rounding: weight rounding: ``hessian`` (default: learned from the calibration
+            images' layer inputs, see :mod:`.rounding`) or ``nearest`` (the converter's).
+        bias_correction: cancel the mean output shift of weight rounding (default on).
+        stats_images: calibration images the layer statistics of ``rounding`` and
+            ``bias_correction`` are measured on.
         exact_anchors: detectors only: float anchors behind a DEQUANTIZE of the box
             encodings (one more CPU op) instead of uint8 anchors.
         require_edgetpu: refuse a result that would not map completely (default); when
@@ -48,6 +54,9 @@ class QuantizeOptions:
     equalize: str = "off"
     ranges: str = "relu6"
     range_images: int = 32
+    rounding: str = "hessian"
+    bias_correction: bool = True
+    stats_images: int = 64
     exact_anchors: bool = False
     require_edgetpu: bool = True
 
@@ -60,6 +69,10 @@ class QuantizeOptions:
             raise BadInputError(f"equalize must be one of {EQUALIZE_MODES}")
         if self.ranges not in ranges.RANGE_METHODS:
             raise BadInputError(f"ranges must be one of {ranges.RANGE_METHODS}")
+        if self.rounding not in weights.ROUNDING_METHODS:
+            raise BadInputError(f"rounding must be one of {weights.ROUNDING_METHODS}")
+        if self.stats_images < 1 or self.range_images < 1:
+            raise BadInputError("stats_images and range_images must be at least 1")
 
     @property
     def equalizes(self) -> bool:
@@ -111,6 +124,11 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
                                                options.io_type)
     timings["ranges_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
+    stats_inputs = (x for x, _ in zip(inputs(), range(options.stats_images), strict=False))
+    calibrated, weight_report = weights.adjust_weights(
+        calibrated, stats_inputs, options.per_tensor, options.rounding, options.bias_correction)
+    timings["weights_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     model = convert.quantize(calibrated, options.io_type, options.per_tensor)
     if float_model.task == "detect":
         from quant.postprocess import append_postprocess
@@ -125,7 +143,8 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     timings["total_s"] = time.perf_counter() - start
     return QuantizedModel(
         tflite=model, float_model=float_model, calibration=calibration, options=options,
-        equalization=cle, ranges_changed=len(new_ranges), timings=timings,
+        equalization=cle, ranges_changed=len(new_ranges), weights=weight_report,
+        timings=timings,
         edgetpu_problems=tuple(problems),
     )
 

@@ -27,6 +27,7 @@ class QuantizedModel:
         options: the :class:`quant.ptq.QuantizeOptions` used.
         equalization: the cross-layer equalization report, when it ran.
         ranges_changed: activation ranges replaced between calibration and quantization.
+        weights: the :class:`quant.ptq.weights.WeightReport` of the weight stage.
         timings: seconds per stage.
         drift: quick drift on held-out images (filled by :func:`with_drift`).
         edgetpu_problems: ops that would not map (empty unless the caller allowed them).
@@ -38,6 +39,7 @@ class QuantizedModel:
     options: Any
     equalization: Any = None
     ranges_changed: int = 0
+    weights: Any = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] | None = None
     edgetpu_problems: tuple[str, ...] = ()
@@ -73,6 +75,11 @@ def _source_digest(path: Path | None) -> str | None:
     return digest.hexdigest()
 
 
+def _weight_stage(result: Any) -> dict[str, Any] | None:
+    report = getattr(result, "weights", None)  # QAT results, which share this record, have none
+    return None if report is None else dataclasses.asdict(report)
+
+
 def sidecar(result: QuantizedModel) -> dict[str, Any]:
     """Return the JSON sidecar: source, preprocessing, settings, calibration, versions, drift."""
     fm = result.float_model
@@ -98,6 +105,7 @@ def sidecar(result: QuantizedModel) -> dict[str, Any]:
                 "max_range_ratio_after": cle.max_range_ratio_after,
             },
             "ranges_changed": result.ranges_changed,
+            "weight_stage": _weight_stage(result),
         },
         "calibration": {
             "source": result.calibration.source, "images": len(result.calibration.paths),
@@ -119,7 +127,8 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"- float parent: `{data['float_parent']['name']}` from `{data['float_parent']['source']}`",
         f"- weights: {q['weights']}; I/O: {q['io_type']}; activation ranges: {q['ranges']} "
         f"({q['ranges_changed']} changed); cross-layer equalization: "
-        f"{'yes' if q['cross_layer_equalization'] else 'no'}",
+        f"{'yes' if q['cross_layer_equalization'] else 'no'}; weight rounding: "
+        f"{q['rounding']}; bias correction: {'yes' if q['bias_correction'] else 'no'}",
         f"- calibration: {c['images']} images from `{c['source']}` (sha256 {c['sha256'][:12]})",
         f"- time: {data['timings_s'].get('total_s', '?')} s",
     ]

@@ -1,0 +1,80 @@
+"""Weight stage between calibration and quantization: Hessian-aware rounding, bias correction.
+
+Both act on the calibrated float model (BatchNorm folded), so the quantizer then writes
+exactly the chosen int8 weights and corrected biases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import numpy as np
+
+from quant.ptq import bias_correction, layers, rounding, statistics
+from quant.ptq.ranges import read_model, write_model
+
+ROUNDING_METHODS = ("hessian", "nearest")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightReport:
+    """What the weight stage did (recorded in the sidecar).
+
+    Attributes:
+        layers: weighted layers edited.
+        rounding: ``hessian`` or ``nearest``.
+        bias_corrected: whether biases were corrected.
+        nearest_channels: channels that kept nearest rounding (their largest weight would
+            have changed the converter's scale).
+        images: calibration images the statistics were measured on.
+    """
+
+    layers: int
+    rounding: str
+    bias_corrected: bool
+    nearest_channels: int
+    images: int
+
+
+def adjust_weights(calibrated: bytes, inputs: Iterable[np.ndarray], per_tensor: bool,
+                   rounding_method: str = "hessian",
+                   correct_bias: bool = True) -> tuple[bytes, WeightReport]:
+    """Return ``calibrated`` with rounded weights and / or corrected biases.
+
+    Args:
+        calibrated: the calibrated float model (flatbuffer).
+        inputs: float model inputs [1, H, W, C] to measure layer inputs on.
+        per_tensor: the weight granularity the quantizer will use.
+        rounding_method: ``hessian`` (:mod:`.rounding`) or ``nearest`` (the converter's).
+        correct_bias: apply :mod:`.bias_correction`.
+
+    Returns:
+        The edited model and a report.
+    """
+    if rounding_method not in ROUNDING_METHODS:
+        raise ValueError(f"unknown rounding {rounding_method!r}; expected {ROUNDING_METHODS}")
+    inputs = list(inputs)
+    model_object = read_model(calibrated)
+    found = layers.weighted_layers(model_object)
+    hessian = rounding_method == "hessian"
+    if not found or not (hessian or correct_bias):
+        return calibrated, WeightReport(0, rounding_method, False, 0, 0)
+    stats = statistics.collect(calibrated, inputs, found, model_object, second_moment=hessian)
+    kept = 0
+    for layer, layer_stats in zip(found, stats, strict=True):
+        weights = layers.get_array(model_object, layer.weights)
+        if hessian:
+            quantized, nearest = rounding.round_layer(weights, layer_stats.second_moment, layer,
+                                                      per_tensor)
+            kept += nearest
+            layers.set_array(model_object, layer.weights, quantized)
+        else:
+            quantized = rounding.round_nearest(
+                weights, rounding.weight_scales(weights, layer, per_tensor))
+        if correct_bias:
+            bias = layers.get_array(model_object, layer.bias)
+            layers.set_array(model_object, layer.bias, bias_correction.corrected_bias(
+                bias, weights, quantized, layer_stats.mean, layer))
+    report = WeightReport(len(found), rounding_method, correct_bias, kept, len(inputs))
+    return write_model(model_object), report
