@@ -196,3 +196,20 @@ def test_depthwise_weights_are_quantized_per_channel_and_batchnorm_is_frozen(flo
     tuned = {v.name for v in layers.trainable_variables(qat_model)}
     assert "dw/depthwise_kernel:0" in tuned
     assert not any("bn/" in name for name in tuned)
+
+
+@pytest.mark.parametrize(("io_type", "dtype"), [("int8", np.int8), ("float", np.float32)])
+def test_export_io_types_keep_every_op_on_the_edgetpu(float_model, images, io_type, dtype):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from quant.qat import export, layers
+
+    student = layers.with_batch(float_model.model, None)
+    qat_model = layers.quantize_for_training(student, "tiny")
+    layers.calibrate_ranges(qat_model, student, [float_model.preprocess.normalize(images.pixels)])
+    model = export.to_tflite(qat_model, (SIZE, SIZE, 3), io_type)
+    assert export.edgetpu_problems(model, io_type) == []
+    interpreter = Interpreter(model_content=model)
+    assert interpreter.get_input_details()[0]["dtype"] == dtype
+    assert interpreter.get_output_details()[0]["dtype"] == dtype
+    assert list(interpreter.get_input_details()[0]["shape"]) == [1, SIZE, SIZE, 3]

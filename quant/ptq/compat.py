@@ -1,7 +1,8 @@
 """Edge TPU safety of a quantized model, judged by the offline analyzer (:mod:`edgetpu.analyze`).
 
 Every op must map to the Edge TPU except, by design, a trailing ``TFLite_Detection_PostProcess``
-and the ops the caller allows (the DEQUANTIZE of ``--io float`` or of exact anchors).
+and the ops the caller allows (:func:`cpu_ops`: the QUANTIZE / DEQUANTIZE of ``--io float``,
+the DEQUANTIZE of exact anchors).
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ def io_tensors(model: bytes) -> set[int]:
 
     graph = read_model(model).subgraphs[0]
     return {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+
+
+def cpu_ops(io_type: str, exact_anchors: bool = False) -> set[str]:
+    """Return the op codes expected on the CPU for this I/O type (besides post-processing).
+
+    Float I/O converts at both ends: a float-to-int8 QUANTIZE before the Edge TPU part and a
+    DEQUANTIZE after it. Exact anchors add a DEQUANTIZE of the box encodings.
+    """
+    ops = {"QUANTIZE", "DEQUANTIZE"} if io_type == "float" else set()
+    return ops | ({"DEQUANTIZE"} if exact_anchors else set())
 
 
 def edgetpu_problems(model: bytes, allowed_on_cpu: set[str] | None = None) -> list[str]:

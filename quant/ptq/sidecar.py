@@ -100,7 +100,7 @@ def sidecar(result: QuantizedModel) -> dict[str, Any]:
             "method": "ptq", "weights": "per-tensor" if result.options.per_tensor
             else "per-channel",
             "cross_layer_equalization": None if cle is None else {
-                "pairs": len(cle.pairs), "relu6_replaced_by_relu": len(cle.relu6_replaced),
+                "pairs": len(cle.pairs),
                 "max_range_ratio_before": cle.max_range_ratio_before,
                 "max_range_ratio_after": cle.max_range_ratio_after,
             },

@@ -43,7 +43,7 @@ def to_tflite(qat_model, input_shape: tuple[int, ...], io_type: str = "uint8") -
 def edgetpu_problems(model: bytes, io_type: str) -> list[str]:
     """Return why ops of ``model`` would not map to the Edge TPU (PTQ's own check).
 
-    With ``float`` I/O the DEQUANTIZE of the output is expected on the CPU.
+    With ``float`` I/O the QUANTIZE of the input and the DEQUANTIZE of the output are
+    expected on the CPU.
     """
-    return compat.edgetpu_problems(
-        model, allowed_on_cpu={"DEQUANTIZE"} if io_type == "float" else set())
+    return compat.edgetpu_problems(model, allowed_on_cpu=compat.cpu_ops(io_type))
