@@ -13,7 +13,8 @@ The quantization grid is the converter's own: symmetric int8 in [-127, 127] with
 ``max|w| / 127`` per output channel (or per tensor). The rounded weights are written back as
 float values on that grid, so the converter, which recomputes the scale from the weights,
 reproduces them exactly; a channel whose largest weight would leave the grid keeps plain
-rounding.
+rounding. The grid's range is searched as well: clipping the weights to a fraction of their
+peak shrinks the step, and the fraction with the least output error is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from quant.ptq.layers import DEPTHWISE_CONV_2D, FULLY_CONNECTED, WeightedLayer
 
 _DAMP = 0.01  # fraction of the mean diagonal added to H (numerical stability)
 _BLOCK = 128
+#: Fractions of the weight peak tried as the grid's range (1.0 = the converter's own).
+CLIP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 
 
 def weight_scales(weights: np.ndarray, layer: WeightedLayer, per_tensor: bool) -> np.ndarray:
@@ -100,9 +103,24 @@ def _round_depthwise(rows: np.ndarray, scales: np.ndarray, factor: np.ndarray) -
     return result
 
 
+def _output_error(rows: np.ndarray, rounded: np.ndarray, moment: np.ndarray,
+                  depthwise: bool) -> np.ndarray:
+    """Return each row's output error ``d H d^T`` (``d`` = rounded - float)."""
+    delta = rounded - rows
+    if depthwise:
+        return np.einsum("ck,ckl,cl->c", delta, moment, delta)
+    return ((delta @ moment) * delta).sum(axis=1)
+
+
 def round_layer(weights: np.ndarray, second_moment: np.ndarray, layer: WeightedLayer,
                 per_tensor: bool) -> tuple[np.ndarray, int]:
     """Return Hessian-aware rounded weights (float values on the int8 grid).
+
+    The grid's range is chosen too: the weights are clipped to a fraction of their peak
+    (:data:`CLIP_RATIOS`; per channel, or for the whole tensor when it has one scale), which
+    the converter then reads back as the scale, and the fraction with the least output error
+    ``d H d^T`` wins. Clipping matters with one scale per tensor, where the largest channel
+    sets the step for all the others.
 
     Args:
         weights: the layer's float weights (TFLite layout).
@@ -113,22 +131,36 @@ def round_layer(weights: np.ndarray, second_moment: np.ndarray, layer: WeightedL
     Returns:
         The rounded weights and how many channels kept plain rounding.
     """
-    scales = weight_scales(weights, layer, per_tensor)
-    rows = _rows(weights, layer)
-    row_scales = np.broadcast_to(_rows(np.broadcast_to(scales, weights.shape), layer)[:, :1],
-                                 (rows.shape[0], 1))
+    depthwise = layer.kind == DEPTHWISE_CONV_2D
+    one_scale = per_tensor or layer.kind == FULLY_CONNECTED
+    rows = _rows(weights, layer).astype(np.float64)
+    count = rows.shape[0]
+    peaks = np.abs(rows).max(axis=1, keepdims=True)
+    if one_scale:
+        peaks = np.full_like(peaks, peaks.max())
+    peaks = np.maximum(peaks, 1e-12)
+    # Every clip ratio at once: the column loop costs the same for more rows.
+    limits = np.concatenate([peaks * ratio for ratio in CLIP_RATIOS])
+    clipped = np.clip(np.tile(rows, (len(CLIP_RATIOS), 1)), -limits, limits)
+    scales = limits / 127.0
     factor = _inverse_factor(second_moment)
-    if layer.kind == DEPTHWISE_CONV_2D:
-        rounded = _round_depthwise(rows, row_scales, factor)
+    if depthwise:
+        rounded = _round_depthwise(clipped, scales, np.tile(factor, (len(CLIP_RATIOS), 1, 1)))
     else:
-        rounded = _round_columns(rows, row_scales, factor)
-    nearest = np.clip(np.round(rows / row_scales), -127, 127) * row_scales
+        rounded = _round_columns(clipped, scales, factor)
+    nearest = np.clip(np.round(clipped / scales), -127, 127) * scales
     # The converter derives the scale from max|w|: keep it where the result would move it.
-    if per_tensor or layer.kind == FULLY_CONNECTED:
-        keeps = np.isclose(np.abs(rounded).max(), np.abs(nearest).max(), rtol=1e-6)
-        fallback = np.full(rows.shape[0], not keeps)
-    else:
-        fallback = ~np.isclose(np.abs(rounded).max(axis=1), np.abs(nearest).max(axis=1),
-                               rtol=1e-6)
-    rounded[fallback] = nearest[fallback]
-    return _unrows(rounded, weights.shape, layer).astype(np.float32), int(fallback.sum())
+    peak_rounded, peak_nearest = np.abs(rounded).max(axis=1), np.abs(nearest).max(axis=1)
+    if one_scale:  # one peak per ratio
+        peak_rounded, peak_nearest = (np.repeat(p.reshape(len(CLIP_RATIOS), count).max(axis=1),
+                                                count) for p in (peak_rounded, peak_nearest))
+    moved = ~np.isclose(peak_rounded, peak_nearest, rtol=1e-6)
+    rounded[moved] = nearest[moved]
+    error = _output_error(np.tile(rows, (len(CLIP_RATIOS), 1)), rounded,
+                          np.tile(second_moment, (len(CLIP_RATIOS), 1, 1)) if depthwise
+                          else second_moment, depthwise).reshape(len(CLIP_RATIOS), count)
+    if one_scale:
+        error = np.repeat(error.sum(axis=1, keepdims=True), count, axis=1)
+    choice = error.argmin(axis=0) * count + np.arange(count)
+    best = rounded[choice]
+    return _unrows(best, weights.shape, layer).astype(np.float32), int(moved[choice].sum())

@@ -7,13 +7,11 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quant.errors import BadInputError
+from quant.outputs import atomic_write_all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,44 +138,24 @@ def summary_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def write_outputs(out_dir: str | Path, name: str, tflite: bytes, data: dict[str, Any],
                   markdown: str) -> list[Path]:
     """Write ``<name>.tflite``, ``<name>.json`` and ``<name>.md`` into ``out_dir``.
 
-    Each file is written to a temporary name and renamed, so an interruption never leaves a
-    partial file under a final name.
+    The three are written to temporary names, then renamed together
+    (:func:`quant.outputs.atomic_write_all`): an interruption or a full disk never leaves a
+    partial file, nor a model without its sidecar.
 
     Raises:
         BadInputError: the folder cannot be created or written.
     """
     folder = Path(out_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"{folder}: cannot create the output folder ({exc.strerror})") \
-            from exc
     files = [
         (folder / f"{name}.tflite", tflite),
         (folder / f"{name}.json", (json.dumps(data, indent=2) + "\n").encode()),
         (folder / f"{name}.md", markdown.encode()),
     ]
-    try:
-        for path, payload in files:
-            _atomic_write(path, payload)
-    except OSError as exc:
-        raise BadInputError(f"{folder}: cannot write the outputs ({exc.strerror})") from exc
+    atomic_write_all(files)
     return [path for path, _ in files]
 
 

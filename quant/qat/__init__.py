@@ -290,23 +290,7 @@ def save(result: QatResult, out_dir: str | Path) -> list[Path]:
     Raises:
         BadInputError: the folder cannot be created or written.
     """
-    from quant.ptq.sidecar import _atomic_write
+    from quant.ptq.sidecar import write_outputs
 
-    folder = Path(out_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"{folder}: cannot create the output folder ({exc.strerror})") \
-            from exc
     data = sidecar(result)
-    files = [
-        (folder / f"{result.name}.tflite", result.tflite),
-        (folder / f"{result.name}.json", (json.dumps(data, indent=2) + "\n").encode()),
-        (folder / f"{result.name}.md", summary_markdown(data).encode()),
-    ]
-    try:
-        for path, payload in files:
-            _atomic_write(path, payload)
-    except OSError as exc:
-        raise BadInputError(f"{folder}: cannot write the outputs ({exc.strerror})") from exc
-    return [path for path, _ in files]
+    return write_outputs(out_dir, result.name, result.tflite, data, summary_markdown(data))
