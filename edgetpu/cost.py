@@ -88,16 +88,21 @@ def op_macs(model: Model, op: Operator) -> int:
     """Multiply-accumulates of one op (0 for ops without a weight tensor)."""
     if op.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
         return 0
-    weights = model.tensors[op.inputs[1]].shape
-    output = model.tensors[op.outputs[0]]
-    if op.opcode == "CONV_2D":  # weights [out, kh, kw, in]
-        return output.size * weights[1] * weights[2] * weights[3]
-    if op.opcode == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, channels]
-        return output.size * weights[1] * weights[2]
-    if op.opcode == "FULLY_CONNECTED":  # weights [out, in]
-        return output.size * weights[-1]
-    source = model.tensors[op.inputs[2]]  # TRANSPOSE_CONV: output_shape, weights, input
-    return source.size * weights[0] * weights[1] * weights[2]
+    try:
+        weights = model.tensors[op.inputs[1]].shape
+        output = model.tensors[op.outputs[0]]
+        if op.opcode == "CONV_2D":  # weights [out, kh, kw, in]
+            return output.size * weights[1] * weights[2] * weights[3]
+        if op.opcode == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, channels]
+            return output.size * weights[1] * weights[2]
+        if op.opcode == "FULLY_CONNECTED":  # weights [out, in]
+            return output.size * weights[-1]
+        source = model.tensors[op.inputs[2]]  # TRANSPOSE_CONV: output_shape, weights, input
+        return source.size * weights[0] * weights[1] * weights[2]
+    except IndexError as exc:  # too few inputs, or weights of too low a rank
+        raise BadInputError(f"{model.path}: operator {op.index} ({op.opcode}) lacks the inputs "
+                            "or the weight dimensions its kind needs; corrupt model, export it "
+                            "again") from exc
 
 
 def estimate(path: str | Path, calibration: Calibration | None = None,

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from edgetpu import adapters
 from edgetpu.labels import label_name
 from edgetpu.runtime import make_interpreter
 from quant.errors import BadInputError, MissingToolError
-from quant.preprocess import Preprocess
+from quant.preprocess import Preprocess, read_rgb
 from quant.validate.data import IMAGE_SUFFIXES
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -129,17 +129,12 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Return the RGB pixels of an image file.
+    """Return the RGB pixels of an image file (any mode, see :func:`quant.preprocess.read_rgb`).
 
     Raises:
         BadInputError: the file is not a readable image.
     """
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadInputError(f"{path}: not a readable image ({exc}); pass a JPEG, PNG or BMP "
-                            "file") from exc
+    return np.asarray(read_rgb(path))
 
 
 def frames(images: Sequence[Path] = (), video: Path | None = None, camera: int | None = None,

@@ -17,10 +17,14 @@ Example::
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import os
 import platform
 import re
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +52,9 @@ INSTALL_HINT = (
     "USB 3 port and check that it is listed ('lsusb' shows 1a6e:089a or 18d1:9302)"
 )
 
+#: Seconds the child process of :func:`check_loads` may take to load and run a model once.
+LOAD_CHECK_TIMEOUT_S = 120.0
+
 # Interpreter packages by name, in default order: (module, attribute holding the class and
 # load_delegate).
 _BACKENDS: dict[str, str] = {
@@ -60,6 +67,9 @@ _BACKENDS: dict[str, str] = {
 # of the M.2 / mini-PCIe module.
 _USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
 _PCI_ID = ("0x1ac1", "0x089a")
+
+
+_LOADED: set[tuple[Any, ...]] = set()  # models check_loads passed in this process
 
 
 class EdgeTpuDevice(NamedTuple):
@@ -218,39 +228,94 @@ def make_interpreter(
     Returns:
         An ``Interpreter`` of the chosen package.
 
+    The file is read by our flatbuffer reader first, then (not for compiled models) loaded,
+    allocated and run once in a child process (:func:`check_loads`), so a corrupt model is
+    reported as bad input instead of crashing this process.
+
     Raises:
-        BadInputError: the file is missing or invalid, or the device string is malformed.
+        BadInputError: the file is missing or invalid (the interpreter crashes or fails on it),
+            or the device string is malformed.
         MissingToolError: an Edge TPU model without a loadable Edge TPU runtime or device.
     """
     path = Path(model_path)
     if device is not None:
         validate_device(device)
-    compiled = is_edgetpu_model(path)
+    compiled = is_edgetpu_model(path)  # our reader checks the file before anything native
     use_delegate = compiled or device is not None
     chosen = get_backend(backend, for_delegate=use_delegate)
+    if not compiled:
+        check_loads(path, chosen, num_threads, preserve_all_tensors)
     delegates = [load_edgetpu_delegate(device, chosen)] if use_delegate else None
-    kwargs: dict[str, Any] = {
-        "model_path": str(path),
-        "num_threads": num_threads or cpu_count(),
-        "experimental_delegates": delegates,
-    }
-    if preserve_all_tensors:
-        kwargs["experimental_preserve_all_tensors"] = True
-        resolver = getattr(chosen.interpreter_class, "__module__", "")
-        module = importlib.import_module(resolver) if resolver else None
-        op_resolver = getattr(module, "OpResolverType", None)
-        if op_resolver is not None:
-            kwargs["experimental_op_resolver_type"] = (
-                op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            )
+    kwargs = interpreter_kwargs(chosen, path, num_threads, preserve_all_tensors)
     try:
-        return chosen.interpreter_class(**kwargs)
+        return chosen.interpreter_class(**kwargs, experimental_delegates=delegates)
     except (ValueError, RuntimeError) as exc:
         if "edgetpu-custom-op" in str(exc):
             raise MissingToolError(
                 f"{path} is compiled for the Edge TPU and needs its runtime: {INSTALL_HINT}"
             ) from exc
         raise BadInputError(f"{path}: the interpreter could not load it ({exc})") from exc
+
+
+def interpreter_kwargs(backend: Backend, path: Path, num_threads: int | None,
+                       preserve_all_tensors: bool) -> dict[str, Any]:
+    """Return the ``Interpreter`` keyword arguments (without delegates) used for ``path``."""
+    kwargs: dict[str, Any] = {
+        # the bytes, not the path: the interpreter cannot open a file name that is not UTF-8
+        "model_content": tflite_model.read_model_bytes(path),
+        "num_threads": num_threads or cpu_count(),
+    }
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
+        resolver = getattr(backend.interpreter_class, "__module__", "")
+        module = importlib.import_module(resolver) if resolver else None
+        op_resolver = getattr(module, "OpResolverType", None)
+        if op_resolver is not None:
+            kwargs["experimental_op_resolver_type"] = (
+                op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+    return kwargs
+
+
+def check_loads(path: Path, backend: Backend, num_threads: int | None = None,
+                preserve_all_tensors: bool = False,
+                timeout: float = LOAD_CHECK_TIMEOUT_S) -> None:
+    """Load, allocate and invoke ``path`` once in a child process, before this one does.
+
+    A corrupt model that passes our reader can still crash the native interpreter (a
+    segmentation fault in ``allocate_tensors`` or ``invoke``), which no Python code can
+    catch; in a child process the crash becomes a one-line error. A success is remembered
+    by the file's sha256, so each model is checked once per process.
+    Compiled Edge TPU models are not checked this way (the child has no Edge TPU delegate).
+
+    Raises:
+        BadInputError: the interpreter crashed, failed or did not finish within ``timeout``.
+    """
+    digest = hashlib.sha256(tflite_model.read_model_bytes(path)).hexdigest()
+    key = (digest, backend.name, num_threads, preserve_all_tensors)
+    if key in _LOADED:
+        return
+    command = [sys.executable, "-m", "edgetpu._load_probe", str(path), backend.name,
+               str(num_threads or 0), "1" if preserve_all_tensors else "0"]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise BadInputError(f"{path}: the TFLite interpreter did not load and run it within "
+                            f"{timeout:.0f} s; the model is corrupt, export or copy it "
+                            "again") from None
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        raise BadInputError(f"{path}: the TFLite interpreter crashed on this model ({name}); "
+                            "the model is corrupt, export or copy it again")
+    if result.returncode:
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit status {result.returncode}"
+        raise BadInputError(f"{path}: the interpreter could not load it ({why})")
+    _LOADED.add(key)
 
 
 def cpu_count() -> int:

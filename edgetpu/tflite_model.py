@@ -225,13 +225,16 @@ def _parse(path: Path, data: bytes) -> Model:
         name, version, is_custom = codes[op.OpcodeIndex()]
         ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
         outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
-        if any(i >= len(tensors) for i in ins + outs):
+        if any(not -1 <= i < len(tensors) for i in ins + outs):  # -1: an omitted input
             raise BadInputError(f"{path}: operator {j} references a missing tensor; corrupt model")
         custom_bytes = op.CustomOptionsLength() or int(op.LargeCustomOptionsSize())
         operators.append(Operator(j, name, version, is_custom, ins, outs,
                                   _options(op), custom_bytes))
     ins = tuple(int(i) for i in graph.InputsAsNumpy()) if graph.InputsLength() else ()
     outs = tuple(int(i) for i in graph.OutputsAsNumpy()) if graph.OutputsLength() else ()
+    if any(not 0 <= i < len(tensors) for i in ins + outs):
+        raise BadInputError(f"{path}: a model input or output references a missing tensor; "
+                            "corrupt model")
     return Model(path, len(data), int(model.Version()), int(model.SubgraphsLength()),
                  tensors, tuple(operators), ins, outs)
 

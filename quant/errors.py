@@ -54,10 +54,11 @@ def cli_entry(func: Callable[[list[str] | None], int | None]) -> Callable[..., i
     @functools.wraps(func)
     def wrapper(argv: list[str] | None = None) -> int:
         prog = func.__module__.rsplit(".", 1)[-1]
+        _print_any_file_name()
         try:
             code = func(argv)
         except EdgeqError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
@@ -65,3 +66,28 @@ def cli_entry(func: Callable[[list[str] | None], int | None]) -> Callable[..., i
         return 0 if code is None else int(code)
 
     return wrapper
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with undecodable file-name bytes shown as ``\\xNN`` escapes.
+
+    File names that are not valid UTF-8 reach Python as lone surrogates (``os.fsdecode``);
+    they cannot be encoded for a terminal, so an error message naming such a file would
+    itself fail.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _print_any_file_name() -> None:
+    """Let stdout print file names that are not valid UTF-8 (their raw bytes go out).
+
+    With a strict stdout (a UTF-8 locale other than C.UTF-8) printing such a name raises
+    ``UnicodeEncodeError`` after the work is done.
+    """
+    stream = sys.stdout
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="surrogateescape")

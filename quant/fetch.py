@@ -4,22 +4,26 @@ Downloads go to ``<cache>/downloads/<name>`` through a ``.part`` file that is re
 an HTTP Range request after an interruption and renamed into place only when complete.
 The sha256 of every finished file is recorded beside it (``<name>.sha256``) and checked on
 reuse; a mismatch (or a mismatch with a published checksum) deletes the file and downloads
-it again. Archives are extracted with tarfile's ``data`` filter (no absolute paths, no
-``..``, no links outside the target, no device files) into a temporary folder that is
-renamed into place.
+it again; a download that ends short of its announced length is kept as ``.part`` and resumed
+on the next run. Archives hold only regular files and folders: every member is checked
+before anything is written (no absolute path, no ``..``, no symbolic or hard link of any
+kind, no device file or FIFO, at most :data:`MAX_MEMBER_BYTES` per file and
+:data:`MAX_EXTRACTED_BYTES` in all), then extracted with tarfile's ``data`` filter into a
+temporary folder that is renamed into place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from tqdm import tqdm
 
@@ -28,6 +32,7 @@ from quant.paths import cache_dir
 
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar")
 MAX_EXTRACTED_BYTES = 4 * 1024**3
+MAX_MEMBER_BYTES = 2 * 1024**3
 _CHUNK = 1 << 20
 
 
@@ -101,24 +106,33 @@ def _fetch(url: str, partial: Path, progress: bool, option_hint: str) -> None:
             f"elsewhere and pass the local file with {option_hint} PATH"
         ) from exc
     with response:
-        resumed = response.status == 206
-        mode = "ab" if resumed else "wb"
-        total = response.headers.get("Content-Length")
-        total = int(total) + (offset if resumed else 0) if total else None
-        with open(partial, mode) as handle, tqdm(
-            total=total, initial=offset if resumed else 0, unit="B", unit_scale=True,
+        resumed = response.status == 206 and offset > 0
+        if resumed and not response.headers.get("Content-Range", "").startswith(
+                f"bytes {offset}-"):  # not the rest of the partial file: start over
+            partial.unlink()
+            return _fetch(url, partial, progress, option_hint)
+        start = offset if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = int(length) + start if length and length.isdigit() else None
+        with open(partial, "ab" if resumed else "wb") as handle, tqdm(
+            total=total, initial=start, unit="B", unit_scale=True,
             desc=f"download {partial.name[:-5]}", disable=not progress, leave=False,
         ) as bar:
             try:
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     handle.write(block)
                     bar.update(len(block))
-            except (urllib.error.URLError, OSError) as exc:
-                raise MissingToolError(
-                    f"download of {url} was interrupted ({exc}); run again to resume, or "
-                    f"pass a local copy with {option_hint} PATH"
-                ) from exc
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                raise _interrupted(url, str(exc), option_hint) from exc
+            received = handle.tell()
+        if total is not None and received < total:
+            raise _interrupted(url, f"{received} of {total} bytes", option_hint)
     return None
+
+
+def _interrupted(url: str, why: str, option_hint: str) -> MissingToolError:
+    return MissingToolError(f"download of {url} was interrupted ({why}); run again to resume, "
+                            f"or pass a local copy with {option_hint} PATH")
 
 
 def extract(archive: Path) -> Path:
@@ -142,12 +156,7 @@ def extract(archive: Path) -> Path:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
-            size = sum(member.size for member in members)
-            if size > MAX_EXTRACTED_BYTES:
-                raise BadInputError(
-                    f"{archive}: would extract {size / 1e9:.1f} GB, over the "
-                    f"{MAX_EXTRACTED_BYTES / 1e9:.0f} GB limit; is this the right file?"
-                )
+            _check_members(archive, members)
             tar.extractall(staging, members=members, filter="data")
         os.replace(staging, target)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
@@ -158,6 +167,41 @@ def extract(archive: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
+    """Refuse an archive with an unsafe or oversized member, naming the archive and member.
+
+    Raises:
+        BadInputError: a member is not a regular file or folder, has an absolute path or a
+            ``..`` component, or the sizes exceed :data:`MAX_MEMBER_BYTES` /
+            :data:`MAX_EXTRACTED_BYTES`.
+    """
+    total = 0
+    for member in members:
+        name = member.name
+        why = None
+        if member.issym() or member.islnk():
+            why = f"it is a {'symbolic' if member.issym() else 'hard'} link to {member.linkname!r}"
+        elif not (member.isreg() or member.isdir()):
+            why = "it is a device file or FIFO"
+        elif PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute():
+            why = "its path is absolute"
+        elif ".." in PurePosixPath(name.replace("\\", "/")).parts:
+            why = "its path leaves the archive's folder ('..')"
+        elif member.size > MAX_MEMBER_BYTES:
+            why = (f"it is {member.size / 1e9:.1f} GB, over the {MAX_MEMBER_BYTES / 1e9:.1f} GB "
+                   "limit per file")
+        if why:
+            raise BadInputError(f"{archive}: unsafe archive, refusing member {name!r}: {why}; "
+                                "archives may hold only regular files and folders inside "
+                                "their own folder")
+        total += member.size
+    if total > MAX_EXTRACTED_BYTES:
+        raise BadInputError(
+            f"{archive}: would extract {total / 1e9:.1f} GB, over the "
+            f"{MAX_EXTRACTED_BYTES / 1e9:.1f} GB limit; is this the right file?"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,10 @@ runtime feed the model the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from quant.errors import BadInputError
 
 RESIZE_POLICIES = ("resize", "center_crop")
+#: Pillow modes with more than 8 bits per sample: scaled to 0..255 before use.
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,22 +123,50 @@ class Preprocess:
         Raises:
             BadInputError: the file is missing or not a readable image.
         """
-        try:
-            with Image.open(path) as image:
-                image.load()
-                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    array = np.asarray(image, dtype=np.float32)
-                    scaled = array * (255.0 / max(float(array.max()), 1.0))
-                    image = Image.fromarray(scaled.astype(np.uint8))
-                return self.resize_image(image)
-        except FileNotFoundError as exc:
-            raise BadInputError(f"{path}: no such image file") from exc
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise BadInputError(f"{path}: not a readable image ({exc})") from exc
+        return self.resize_image(read_rgb(path))
 
     def load(self, path: str | Path) -> np.ndarray:
         """Read an image file and return the float32 model input (HxWx3)."""
         return self.normalize(self.load_pixels(path))
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Open an image file; any failure, inside the ``with`` block too, names the file.
+
+    Raises:
+        BadInputError: the file is missing, not a readable image, or too large to decode
+            safely (more pixels than Pillow's decompression-bomb limit).
+    """
+    try:
+        with Image.open(path) as image:
+            yield image
+    except FileNotFoundError as exc:
+        raise BadInputError(f"{path}: no such image file") from exc
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(f"{path}: image too large to decode safely ({exc}); resize "
+                            "it first") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: not a readable image ({exc}); pass a JPEG, PNG or BMP "
+                            "file") from exc
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """Read an image file as 8-bit RGB.
+
+    Grayscale, palette, CMYK and alpha images are converted; 16-bit, 32-bit integer and
+    float images are scaled so that their largest value becomes 255.
+
+    Raises:
+        BadInputError: see :func:`open_image`.
+    """
+    with open_image(path) as image:
+        image.load()
+        if image.mode in HIGH_DEPTH_MODES:
+            array = np.asarray(image, dtype=np.float32)
+            scaled = np.clip(array * (255.0 / max(float(array.max()), 1.0)), 0, 255)
+            return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+        return image.convert("RGB")
 
 
 def _three(value: Any, name: str) -> tuple[float, float, float]:

@@ -124,19 +124,28 @@ def _from_zoo(spec: zoo.ModelSpec, checkpoint: str, source: str,
 
 
 def _from_keras(path: Path, source: str, options: PreprocessOptions) -> FloatModel:
-    from quant._tensorflow import keras, tf
+    from quant._tensorflow import keras
 
     if not path.exists():
         raise BadInputError(f"{path}: no such file or folder")
+    try:
+        str(path).encode()
+    except UnicodeEncodeError as exc:
+        raise BadInputError(f"{path}: TensorFlow cannot open a file name that is not valid "
+                            "UTF-8; rename the file") from exc
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        raise BadInputError(f"{path}: a folder without saved_model.pb; pass a .keras/.h5 file "
+                            "or a SavedModel folder (model.export(path) or tf.saved_model.save)")
     try:
         model = keras.models.load_model(str(path), compile=False)
     except (OSError, ValueError, ImportError, TypeError, KeyError) as exc:
         if not path.is_dir():
             raise BadInputError(
                 f"{path}: not a readable Keras model ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''})"
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); save it again with "
+                "model.save('model.keras')"
             ) from exc
-        model = _wrap_saved_model(tf.saved_model.load(str(path)), path)
+        model = _wrap_saved_model(_load_saved_model(path), path)
     model = _with_batch_one(model, path)
     _, height, width, _ = model.inputs[0].shape
     if not options.given():
@@ -148,6 +157,22 @@ def _from_keras(path: Path, source: str, options: PreprocessOptions) -> FloatMod
         model=model, preprocess=options.build(height, width), name=path.stem or path.name,
         task="classify", source=source, source_file=path,
     )
+
+
+def _load_saved_model(path: Path):
+    """Return ``tf.saved_model.load(path)``.
+
+    Raises:
+        BadInputError: the folder is not a readable SavedModel.
+    """
+    from quant._tensorflow import tf
+
+    try:
+        return tf.saved_model.load(str(path))
+    except (OSError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(f"{path}: not a readable SavedModel ({message}); export it "
+                            "again") from exc
 
 
 def _wrap_saved_model(loaded, path: Path):

@@ -19,19 +19,30 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at any path, honouring 'Range: bytes=N-'; counts requests."""
+    """Serves PAYLOAD at any path, honouring 'Range: bytes=N-'; counts requests.
+
+    ``ranges`` False: ignore Range and send everything (200); ``cut``: the first response
+    stops after that many bytes and closes the connection (an interrupted download).
+    """
 
     requests: list[str | None] = []
+    ranges = True
+    cut: int | None = None
 
     def do_GET(self) -> None:  # noqa: N802
-        wanted = self.headers.get("Range")
-        type(self).requests.append(wanted)
+        wanted = self.headers.get("Range") if type(self).ranges else None
+        type(self).requests.append(self.headers.get("Range"))
         start = int(re.match(r"bytes=(\d+)-", wanted).group(1)) if wanted else 0
         body = PAYLOAD[start:]
         self.send_response(206 if wanted else 200)
         self.send_header("Content-Length", str(len(body)))
+        if wanted:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         self.end_headers()
-        self.wfile.write(body)
+        cut, type(self).cut = type(self).cut, None
+        self.wfile.write(body if cut is None else body[:cut])
+        if cut is not None:
+            self.close_connection = True
 
     def log_message(self, *args) -> None:
         pass
@@ -40,6 +51,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture()
 def server():
     _RangeHandler.requests = []
+    _RangeHandler.ranges = True
+    _RangeHandler.cut = None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -79,6 +92,57 @@ def test_corrupted_cache_is_downloaded_again(server, cache):
     assert len(_RangeHandler.requests) == 2
 
 
+def test_cached_file_failing_the_published_checksum_is_downloaded_again(server, cache):
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    path = fetch.download(f"{server}/model.tgz", sha256=digest, progress=False)
+    path.write_bytes(PAYLOAD[:-1] + b"x")  # same size, one byte changed
+    assert fetch.download(f"{server}/model.tgz", sha256=digest, progress=False) == path
+    assert path.read_bytes() == PAYLOAD
+    assert len(_RangeHandler.requests) == 2
+
+
+def test_cached_file_without_a_record_is_never_used(server, cache):
+    path = fetch.download(f"{server}/model.tgz", progress=False)
+    path.with_name("model.tgz.sha256").unlink()
+    path.write_bytes(b"unverifiable")
+    assert fetch.download(f"{server}/model.tgz", progress=False).read_bytes() == PAYLOAD
+    assert len(_RangeHandler.requests) == 2
+
+
+def test_interrupted_download_is_kept_and_resumed(server, cache):
+    _RangeHandler.cut = 300_000
+    with pytest.raises(MissingToolError, match="interrupted.*300000 of 1048576 bytes.*resume"):
+        fetch.download(f"{server}/model.tgz", progress=False)
+    part = cache / "downloads" / "model.tgz.part"
+    assert part.stat().st_size == 300_000
+    assert not (cache / "downloads" / "model.tgz").exists()  # never renamed into place
+    path = fetch.download(f"{server}/model.tgz", progress=False)
+    assert _RangeHandler.requests == [None, "bytes=300000-"]
+    assert path.read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_server_without_ranges_restarts_the_download(server, cache):
+    _RangeHandler.ranges = False
+    part = cache / "downloads" / "model.tgz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale partial bytes")
+    path = fetch.download(f"{server}/model.tgz", progress=False)
+    assert _RangeHandler.requests == [f"bytes={len(b'stale partial bytes')}-"]
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_corrupt_partial_failing_the_checksum_is_dropped(server, cache):
+    part = cache / "downloads" / "model.tgz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\xff" * 1000)  # wrong bytes, resumed after them
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    with pytest.raises(BadInputError, match="does not match"):
+        fetch.download(f"{server}/model.tgz", sha256=digest, progress=False)
+    assert not part.exists()
+    path = fetch.download(f"{server}/model.tgz", sha256=digest, progress=False)
+    assert path.read_bytes() == PAYLOAD
+
+
 def test_published_checksum_mismatch_is_refused(server, cache):
     with pytest.raises(BadInputError, match="does not match"):
         fetch.download(f"{server}/model.tgz", sha256="0" * 64, progress=False)
@@ -112,22 +176,63 @@ def test_extract_and_locate_checkpoint(tmp_path):
     assert fetch.locate_checkpoint(files.folder).prefix == files.prefix  # folder accepted
 
 
-def test_path_traversal_is_refused(tmp_path):
-    archive = _tar(tmp_path / "evil.tgz", {"../escaped.txt": b"x"})
-    with pytest.raises(BadInputError, match="unsafe"):
+def _special(path: Path, name: str, kind: bytes, linkname: str = "") -> Path:
+    """A .tgz with one member of the given tarfile type (link, device, FIFO)."""
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = linkname
+        tar.addfile(info)
+    return path
+
+
+def _refused(archive: Path, message: str) -> None:
+    """Extraction fails with one line naming the archive and why; nothing is extracted."""
+    with pytest.raises(BadInputError, match=message) as info:
         fetch.extract(archive)
+    text = str(info.value)
+    assert text.startswith(str(archive)) and "\n" not in text
+    assert not list((archive.parent / "cache" / "extracted").glob("*"))
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "a/../../escaped.txt", "a/b/../../../x"])
+def test_path_traversal_is_refused(tmp_path, name):
+    archive = _tar(tmp_path / "evil.tgz", {"ok.txt": b"fine", name: b"x"})
+    _refused(archive, r"unsafe archive, refusing member .*\.\.")
     assert not (tmp_path / "escaped.txt").exists()
 
 
-def test_link_outside_is_refused(tmp_path):
-    archive = tmp_path / "link.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("passwd")
-        info.type = tarfile.SYMTYPE
-        info.linkname = "/etc/passwd"
-        tar.addfile(info)
-    with pytest.raises(BadInputError, match="cannot extract"):
-        fetch.extract(archive)
+def test_absolute_path_is_refused(tmp_path):
+    target = tmp_path / "absolute.txt"
+    _refused(_tar(tmp_path / "abs.tgz", {str(target): b"x"}), "its path is absolute")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(("kind", "linkname", "message"), [
+    (tarfile.SYMTYPE, "/etc/passwd", "symbolic link to '/etc/passwd'"),
+    (tarfile.SYMTYPE, "../../outside", "symbolic link to '../../outside'"),
+    (tarfile.SYMTYPE, "m.ckpt.index", "symbolic link"),  # any link, even inside
+    (tarfile.LNKTYPE, "/etc/passwd", "hard link to '/etc/passwd'"),
+    (tarfile.LNKTYPE, "../outside", "hard link to '../outside'"),
+])
+def test_links_are_refused(tmp_path, kind, linkname, message):
+    _refused(_special(tmp_path / "link.tgz", "passwd", kind, linkname), message)
+
+
+@pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
+def test_devices_and_fifos_are_refused(tmp_path, kind):
+    _refused(_special(tmp_path / "dev.tgz", "dev/thing", kind), "device file or FIFO")
+
+
+def test_member_and_total_size_limits(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "big.tgz", {"a.bin": b"a" * 600, "b.bin": b"b" * 600})
+    monkeypatch.setattr(fetch, "MAX_MEMBER_BYTES", 500)
+    _refused(archive, "refusing member 'a.bin'.*limit per file")
+    monkeypatch.setattr(fetch, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(fetch, "MAX_EXTRACTED_BYTES", 1000)
+    _refused(archive, "would extract .* GB, over the .* GB limit")
+    monkeypatch.setattr(fetch, "MAX_EXTRACTED_BYTES", 2000)
+    assert (fetch.extract(archive) / "b.bin").read_bytes() == b"b" * 600
 
 
 def test_truncated_archive(tmp_path):

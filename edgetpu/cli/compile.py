@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from quant.errors import EXIT_CHECK_FAILED, BadInputError, MissingToolError, cli_entry
+from quant.outputs import atomic_write, check_out_dir
 from quant.paths import DEFAULT_OUT
 
 
@@ -78,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_out_dir(args.out)
     prediction = analyze_model(args.model, args.enable_multiple_subgraphs)
     if prediction.compiled:
         raise BadInputError(f"{args.model} is already compiled for the Edge TPU; pass the "
                             "source .tflite")
+    _check_compilable(args.model)
     if not args.json:
         print("PREDICTION (offline analyzer, not the compiler):")
         print(format_report(prediction))
@@ -135,6 +136,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result.success else EXIT_CHECK_FAILED
 
 
+def _check_compilable(path: Path) -> None:
+    """Refuse what edgetpu_compiler always rejects: float models, dynamic input shapes.
+
+    Raises:
+        BadInputError: the model holds no quantized tensor, or an input has a dynamic shape.
+    """
+    from edgetpu.tflite_model import read_model
+
+    model = read_model(path)
+    if not any(tensor.quantized for tensor in model.tensors):
+        raise BadInputError(f"{path}: a float model (no quantized tensor); the Edge TPU runs "
+                            "full-integer models only: quantize it first (quantize --model ...)")
+    for index in model.inputs:
+        tensor = model.tensors[index]
+        if tensor.is_dynamic:
+            raise BadInputError(
+                f"{path}: input {tensor.name!r} has a dynamic shape {list(tensor.signature)}; "
+                "convert the model again with a static batch-1 input"
+            )
+
+
 def _print_report(result: Any, differences: list[str]) -> None:
     out = result.stdout
     print(f"COMPILER ({out.version or 'unknown version'}): "
@@ -166,12 +188,7 @@ def _mib(size: int | None) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -26,14 +26,15 @@ bad option); 3 Edge TPU runtime or device missing, camera missing, OpenCV missin
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from quant.errors import BadInputError, cli_entry
+from quant.outputs import atomic_write, check_out_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         raise BadInputError(f"--threshold {args.threshold}: expected a score in [0, 1]")
     if args.top_k is not None and args.top_k < 1:
         raise BadInputError(f"--top-k {args.top_k}: expected a positive count")
+    if args.out is not None:
+        check_out_dir(args.out)
     from edgetpu.detect import Detector, frames
     from edgetpu.labels import read_labels
 
@@ -128,16 +131,9 @@ def _format(frame, result, labels: dict[int, str], as_json: bool) -> str:
 def _save_image(frame, result, labels: dict[int, str], out: Path) -> None:
     from edgetpu.detect import draw
 
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{Path(frame.source).stem}_detections.jpg"
-    handle, temp = tempfile.mkstemp(dir=out, suffix=".jpg.part")
-    os.close(handle)
-    try:
-        draw(frame.rgb, result.objects, labels).save(temp, format="JPEG", quality=90)
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    encoded = io.BytesIO()
+    draw(frame.rgb, result.objects, labels).save(encoded, format="JPEG", quality=90)
+    atomic_write(out / f"{Path(frame.source).stem}_detections.jpg", encoded.getvalue())
 
 
 class _VideoOut:

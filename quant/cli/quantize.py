@@ -22,6 +22,7 @@ from pathlib import Path
 from quant.cli._args import add_preprocess_arguments, preprocess_options
 from quant.cli.listing import add_listing_arguments, run_listing
 from quant.errors import BadInputError, cli_entry
+from quant.outputs import check_out_dir
 from quant.paths import DEFAULT_OUT
 
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_listing(args)
     if not args.model:
         raise BadInputError("--model is required (a zoo name or a path; see quantize --list)")
+    check_out_dir(args.out)
     from quant.sources import load_float_model
 
     float_model = load_float_model(args.model, args.checkpoint, preprocess_options(args))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from quant.cli._args import add_preprocess_arguments, preprocess_options
 from quant.errors import BadInputError, CheckFailedError, cli_entry
+from quant.outputs import check_out_dir
 from quant.paths import DEFAULT_OUT
 
 
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise BadInputError(f"--{name} must be positive, got {value}")
+    check_out_dir(args.out)
+    if args.json is not None:
+        if args.json.is_dir():
+            raise BadInputError(f"--json {args.json}: this is a folder; pass a file name such "
+                                "as report.json")
+        check_out_dir(args.json.parent, "--json")
     from quant.validate.pipeline import ValidateConfig, run_validation
     from quant.validate.report import write_report
 

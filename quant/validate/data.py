@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from edgetpu.runtime import cpu_count
 from quant.errors import BadInputError
-from quant.preprocess import Preprocess
+from quant.preprocess import Preprocess, open_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -63,6 +62,8 @@ def list_images(data_dir: str | Path, labels_csv: str | Path | None = None) -> I
         BadInputError: the folder is missing or holds no images, or a labelled file is absent.
     """
     root = Path(data_dir)
+    if root.is_file():
+        raise BadInputError(f"{root}: this is a file; --data takes the folder of images")
     if not root.is_dir():
         raise BadInputError(f"{root}: no such data folder")
     if labels_csv is not None:
@@ -151,12 +152,13 @@ def decode_images(
 
 
 def image_sizes(paths: Sequence[Path]) -> list[tuple[int, int]]:
-    """Return the original (width, height) of each image (header read only)."""
+    """Return the original (width, height) of each image (header read only).
+
+    Raises:
+        BadInputError: an image is missing, unreadable or too large (see ``open_image``).
+    """
     sizes = []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes.append(image.size)
-        except OSError as exc:
-            raise BadInputError(f"{path}: not a readable image ({exc})") from exc
+        with open_image(path) as image:
+            sizes.append(image.size)
     return sizes

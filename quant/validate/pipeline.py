@@ -64,6 +64,9 @@ def run_validation(config: ValidateConfig) -> dict[str, Any]:
     int8 = TfliteRunner(config.int8, spec, config.num_threads, config.device)
     _log(f"int8 model {config.int8.name}: input {int8.input_dtype} "
          f"{int8.input_size[0]}x{int8.input_size[1]}")
+    if not int8.is_quantized:
+        _log(f"note: {config.int8} holds no 8-bit tensor: it is a float model, so the drift "
+             "below is not that of a quantized one (pass the int8 .tflite to --int8)")
     if reference is not None:
         _check_compatible(reference, int8, config)
     report: dict[str, Any] = {

@@ -68,6 +68,8 @@ def load_reference(
     path = Path(source)
     given = options is not None and options.given()
     if path.suffix == ".tflite":
+        if path.is_dir():
+            raise BadInputError(f"{path}: a folder, not a float .tflite file; pass the file")
         if not path.is_file():
             raise BadInputError(f"{path}: no such float model file")
         return Reference(_tflite(path, options if given else None, num_threads), source, path)

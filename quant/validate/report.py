@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from quant.errors import printable
+from quant.outputs import atomic_write, write_error
 
 WORST_LAYERS = 15
 
@@ -25,23 +27,29 @@ def write_report(report: dict[str, Any], out_dir: Path,
         report: the dict from :func:`quant.validate.pipeline.run_validation`.
         out_dir: destination folder.
         json_copy: also write ``report.json`` to this path (``--json``).
+
+    Raises:
+        BadInputError: a file cannot be written (full disk, no permission); nothing
+            half-written is left under a final name.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as tmp:
-        staging = Path(tmp)
-        (staging / "report.json").write_text(to_json(report))
-        plots = write_plots(report, staging)
-        (staging / "report.md").write_text(to_markdown(report, [p.name for p in plots]))
-        written = []
-        for item in sorted(staging.iterdir()):
-            target = out_dir / item.name
-            os.replace(item, target)
-            written.append(target)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as tmp:
+            staging = Path(tmp)
+            (staging / "report.json").write_text(to_json(report), encoding="utf-8")
+            plots = write_plots(report, staging)
+            markdown = to_markdown(report, [p.name for p in plots])
+            # file names that are not UTF-8 appear as \xNN escapes
+            (staging / "report.md").write_text(printable(markdown), encoding="utf-8")
+            written = []
+            for item in sorted(staging.iterdir()):
+                target = out_dir / item.name
+                os.replace(item, target)
+                written.append(target)
+    except OSError as exc:
+        raise write_error(out_dir, exc) from exc
     if json_copy is not None:
-        json_copy.parent.mkdir(parents=True, exist_ok=True)
-        tmp_copy = json_copy.with_name(f".{json_copy.name}.part")
-        shutil.copyfile(out_dir / "report.json", tmp_copy)
-        os.replace(tmp_copy, json_copy)
+        atomic_write(json_copy, (out_dir / "report.json").read_bytes())
         written.append(json_copy)
     return written
 

@@ -51,6 +51,12 @@ class TfliteRunner:
         return adapters.is_detection_model(self.interpreter)
 
     @property
+    def is_quantized(self) -> bool:
+        """Return True when some tensor is 8- or 16-bit integer (not a float model)."""
+        return any(np.dtype(t["dtype"]) in (np.int8, np.uint8, np.int16)
+                   for t in self.interpreter.get_tensor_details())
+
+    @property
     def input_dtype(self) -> str:
         """Return the input tensor dtype name."""
         return np.dtype(adapters.input_details(self.interpreter)["dtype"]).name
