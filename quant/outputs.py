@@ -3,7 +3,9 @@
 :func:`check_out_dir` refuses an ``--out`` that can never hold the results (an existing
 file, a folder below a file) before minutes of work are spent; :func:`atomic_write`
 writes a file under a temporary name and renames it, so a full disk or Ctrl-C never
-leaves a partial file under the final name.
+leaves a partial file under the final name. :func:`atomic_write_all` renames a group of
+files together, under :func:`folder_lock`, so two runs writing the same ``--out`` never
+leave a model of one run beside the sidecar of the other.
 """
 
 from __future__ import annotations
@@ -11,10 +13,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from quant.errors import BadInputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, writers are not serialized
+    fcntl = None
+
+LOCK_NAME = ".edgeq-write.lock"
 
 
 def check_out_dir(path: Path, option: str = "--out") -> None:
@@ -62,13 +74,17 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
     """Write several files as one: every payload goes to a temporary file, then all are renamed.
 
     A model and its sidecar thus appear together: a full disk or Ctrl-C while writing leaves
-    none of them (and any earlier versions untouched).
+    none of them (and any earlier versions untouched); Ctrl-C during the renames takes
+    effect once they are all done. The renames hold :func:`folder_lock` on every target
+    folder, so concurrent runs replace the whole group one after the other. Files get the
+    usual permissions (``0o666`` less the umask), not the private ones of a temporary file.
 
     Raises:
         BadInputError: a file cannot be written (every temporary file is removed).
     """
     temps: list[str] = []
     path = files[0][0] if files else Path()
+    mode = 0o666 & ~_umask()
     try:
         for path, payload in files:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +92,14 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
             temps.append(temp)
             with os.fdopen(handle, "wb") as stream:
                 stream.write(payload)
-        for (path, _), temp in zip(files, temps, strict=True):
-            os.replace(temp, path)
+            os.chmod(temp, mode)
+        with contextlib.ExitStack() as locks:
+            for folder in sorted({p.parent.resolve() for p, _ in files}):
+                path = folder / LOCK_NAME  # named in the error if the lock cannot be made
+                locks.enter_context(folder_lock(folder))
+            with _interrupt_deferred():
+                for (path, _), temp in zip(files, temps, strict=True):
+                    os.replace(temp, path)
     except BaseException as exc:
         for temp in temps:
             with contextlib.suppress(FileNotFoundError):
@@ -85,3 +107,63 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
         if isinstance(exc, OSError):
             raise write_error(path, exc) from exc
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold the exclusive write lock of ``folder`` (``fcntl.flock`` on :data:`LOCK_NAME`).
+
+    The lock file is removed on release, so no trace is left in the folder; a process
+    that waited on a lock file removed meanwhile locks the new one instead. Without
+    ``fcntl`` (Windows) this does nothing.
+
+    Raises:
+        OSError: the lock file cannot be created in ``folder``.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = folder / LOCK_NAME
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(handle).st_ino:
+                    break  # still the file in the folder: the lock is ours
+        except BaseException:
+            os.close(handle)
+            raise
+        os.close(handle)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then deliver it.
+
+    Only the main thread can set signal handlers; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)
+
+
+def _umask() -> int:
+    """Return the process umask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
