@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from random_images import write_random_pngs
 
 from quant import outputs
 
@@ -119,8 +120,6 @@ def _leftovers(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small Keras classifier and a folder of 160 calibration images."""
-    from PIL import Image
-
     from quant._tensorflow import keras
 
     folder = tmp_path_factory.mktemp("tiny")
@@ -129,13 +128,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     x = keras.layers.Conv2D(32, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     keras.Model(inputs, keras.layers.Dense(4)(x)).save(folder / "tiny.keras")
-    images = folder / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(160):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-            images / f"{i}.png")
-    return folder / "tiny.keras", images
+    return folder / "tiny.keras", write_random_pngs(folder / "images", 160, 32)
 
 
 def _quantize_args(model: Path, images: Path, out: Path) -> list[str]:

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+from random_images import write_random_pngs
 
 from quant.cli.quantize import main
 
@@ -82,19 +82,13 @@ def test_model_is_required(capsys):
 
 def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
     """The offline main job on a small zoo variant with a synthetic TF-slim checkpoint."""
-    from PIL import Image
     from slim_checkpoints import slim_variables, write_checkpoint
 
     from quant.models import build_classifier
 
     prefix = write_checkpoint(tmp_path / "mobilenet_v2_0.35_96.ckpt",
                               slim_variables(build_classifier("mobilenet_v2", 96, 0.35)))
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-            images / f"{i}.png")
+    images = write_random_pngs(tmp_path / "images", 6, 64)
     code = main(["--model", "mobilenet_v2_0.35_96", "--checkpoint", str(prefix),
                  "--calib-dir", str(images), "--calib-size", "4", "--drift-images", "2",
                  "--out", str(tmp_path / "out")])
@@ -107,7 +101,6 @@ def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
 
 def test_qat_from_the_command_line(tmp_path, capsys):
     """--method qat: a clear error without training images, then a short real run."""
-    from PIL import Image
 
     from quant._tensorflow import keras
 
@@ -119,12 +112,7 @@ def test_qat_from_the_command_line(tmp_path, capsys):
             "--method", "qat", "--out", str(tmp_path / "out")]
     code, err = _run(capsys, *args)
     assert code == 2 and "--train-dir" in err
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-            images / f"{i}.png")
+    images = write_random_pngs(tmp_path / "images", 8, 32)
     code, err = _run(capsys, *args, "--train-dir", str(images), "--steps", "2",
                      "--batch-size", "4")
     assert code == 0, err
