@@ -23,11 +23,13 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quant.errors import BadInputError, MissingToolError
+from quant.outputs import atomic_write_all, temp_prefix
 
 COMPILER_NAME = "edgetpu_compiler"
 DOCKER_IMAGE = "edgetpu-compiler"
@@ -361,8 +363,15 @@ def docker_command(image: str = DOCKER_IMAGE) -> list[str]:
 
 
 def run_compiler(command: list[str], model: str | Path, options: CompilerOptions,
-                 out_dir: str | Path, *, docker_image: str | None = None) -> CompileResult:
+                 out_dir: str | Path, *, docker_image: str | None = None,
+                 sidecars: Callable[[CompileResult], list[tuple[Path, bytes]]] | None = None,
+                 ) -> CompileResult:
     """Compile ``model`` into ``out_dir``; models appear there only when all compiled.
+
+    The compiler writes into a temporary folder; its models and logs, and the files that
+    ``sidecars`` returns, are then written to ``out_dir`` as one group
+    (:func:`quant.outputs.atomic_write_all`): all of them or, after Ctrl-C, a kill or a full
+    disk, none.
 
     Args:
         command: the compiler (from :func:`find_compiler`) or, with ``docker_image``, the
@@ -371,17 +380,20 @@ def run_compiler(command: list[str], model: str | Path, options: CompilerOptions
         options: compiler flags.
         out_dir: where ``*_edgetpu.tflite`` and ``*_edgetpu.log`` go.
         docker_image: run ``edgetpu_compiler`` inside this image (paths are mounted).
+        sidecars: given the result (its ``outputs`` already name the final paths), returns
+            more ``(path, bytes)`` to write with the models, e.g. a parsed report.
 
     Returns:
         A :class:`CompileResult` (also for a failed compilation).
 
     Raises:
         MissingToolError: the compiler could not be started.
+        BadInputError: the outputs cannot be written (full disk, permissions).
     """
     model = Path(model).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".compile-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=temp_prefix("compile")) as tmp:
         work = str(Path(tmp).resolve())  # the compiler runs in it; Docker mounts need it absolute
         if docker_image:
             uid = f"{os.getuid()}:{os.getgid()}" if hasattr(os, "getuid") else "0:0"
@@ -405,14 +417,13 @@ def run_compiler(command: list[str], model: str | Path, options: CompilerOptions
         # a failed run (e.g. -n with one segment too large) keeps its logs, never its models
         keep = produced if proc.returncode == 0 and parsed.success else [
             p for p in produced if p.suffix == ".log"]
-        outputs = []
-        for path in keep:
-            target = out_dir / path.name
-            os.replace(path, target)
-            outputs.append(target)
-    return CompileResult(argv, proc.returncode, parsed, logs,
-                         [p for p in outputs if p.suffix == ".tflite"],
-                         diagnose(proc.stdout + "\n" + proc.stderr), proc.stdout, proc.stderr)
+        result = CompileResult(argv, proc.returncode, parsed, logs,
+                               [out_dir / p.name for p in keep if p.suffix == ".tflite"],
+                               diagnose(proc.stdout + "\n" + proc.stderr), proc.stdout,
+                               proc.stderr)
+        files = [(out_dir / p.name, p.read_bytes()) for p in keep]
+        atomic_write_all(files + (sidecars(result) if sidecars else []))
+    return result
 
 
 def _is_error(line: str) -> bool:

@@ -40,32 +40,36 @@ class MissingToolError(EdgeqError):
     exit_code = EXIT_MISSING_TOOL
 
 
-def cli_entry(func: Callable[[list[str] | None], int | None]) -> Callable[..., int]:
-    """Wrap a ``main(argv)`` so user errors print one line on stderr and set the exit code.
+def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
+                                      Callable[..., int]]:
+    """Decorate a ``main(argv)`` so user errors print one line on stderr and set the exit code.
 
     Args:
-        func: the command's main function; it returns an exit code or None for 0.
+        prog: the command's name, used in the line printed after Ctrl-C.
 
     Returns:
-        A function with the same signature that never raises for an ``EdgeqError`` or
-        Ctrl-C, and returns the exit code.
+        A decorator; the wrapped function has the same signature, never raises for an
+        ``EdgeqError`` or Ctrl-C, and returns the exit code (the function returns an exit
+        code or None for 0).
     """
 
-    @functools.wraps(func)
-    def wrapper(argv: list[str] | None = None) -> int:
-        prog = func.__module__.rsplit(".", 1)[-1]
-        _print_any_file_name()
-        try:
-            code = func(argv)
-        except EdgeqError as exc:
-            print(f"error: {printable(str(exc))}", file=sys.stderr)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
-            return 130
-        return 0 if code is None else int(code)
+    def decorate(func: Callable[[list[str] | None], int | None]) -> Callable[..., int]:
+        @functools.wraps(func)
+        def wrapper(argv: list[str] | None = None) -> int:
+            _print_any_file_name()
+            try:
+                code = func(argv)
+            except EdgeqError as exc:
+                print(f"error: {printable(str(exc))}", file=sys.stderr)
+                return exc.exit_code
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
+                return 130
+            return 0 if code is None else int(code)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 def printable(text: str) -> str:

@@ -5,11 +5,12 @@ an HTTP Range request after an interruption and renamed into place only when com
 The sha256 of every finished file is recorded beside it (``<name>.sha256``) and checked on
 reuse; a mismatch (or a mismatch with a published checksum) deletes the file and downloads
 it again; a download that ends short of its announced length is kept as ``.part`` and resumed
-on the next run. Archives hold only regular files and folders: every member is checked
-before anything is written (no absolute path, no ``..``, no symbolic or hard link of any
-kind, no device file or FIFO, at most :data:`MAX_MEMBER_BYTES` per file and
+on the next run. A lock file beside it lets one process at a time download a given file (the
+others wait, then use its result). Archives hold only regular files and folders: every
+member is checked before anything is written (no absolute path, no ``..``, no symbolic or
+hard link of any kind, no device file or FIFO, at most :data:`MAX_MEMBER_BYTES` per file and
 :data:`MAX_EXTRACTED_BYTES` in all), then extracted with tarfile's ``data`` filter into a
-temporary folder that is renamed into place.
+temporary folder that is renamed into place (one process at a time per archive).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from tqdm import tqdm
 
 from quant.errors import BadInputError, MissingToolError
+from quant.outputs import file_lock, remove_stale_temps, temp_prefix
 from quant.paths import cache_dir
 
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar")
@@ -72,6 +74,12 @@ def download(url: str, sha256: str | None = None, progress: bool = True,
     folder = cache_dir() / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / Path(urllib.request.url2pathname(url.split("?")[0])).name
+    with file_lock(folder / f".{target.name}.lock"):  # one process per .part at a time
+        return _download_locked(url, target, sha256, progress, option_hint)
+
+
+def _download_locked(url: str, target: Path, sha256: str | None, progress: bool,
+                     option_hint: str) -> Path:
     record = target.with_name(target.name + ".sha256")
     if target.exists():
         recorded = record.read_text().strip() if record.exists() else None
@@ -152,7 +160,20 @@ def extract(archive: Path) -> Path:
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+    with file_lock(target.parent / f".{target.name}.lock"):  # one extraction at a time
+        remove_stale_temps(target.parent)
+        if not target.is_dir():  # else another process extracted it while we waited
+            _extract_to(archive, target)
+    return target
+
+
+def _extract_to(archive: Path, target: Path) -> None:
+    """Check every member of ``archive``, extract it to a temporary folder, rename to ``target``.
+
+    Raises:
+        BadInputError: as :func:`extract`.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
@@ -166,7 +187,6 @@ def extract(archive: Path) -> Path:
         ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:

@@ -5,7 +5,9 @@ file, a folder below a file) before minutes of work are spent; :func:`atomic_wri
 writes a file under a temporary name and renames it, so a full disk or Ctrl-C never
 leaves a partial file under the final name. :func:`atomic_write_all` renames a group of
 files together, under :func:`folder_lock`, so two runs writing the same ``--out`` never
-leave a model of one run beside the sidecar of the other.
+leave a model of one run beside the sidecar of the other. Temporary names carry the
+writer's process ID (:func:`temp_prefix`), so the next writer removes what a killed one
+left behind (:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -27,6 +31,7 @@ except ImportError:  # Windows: no advisory locks, writers are not serialized
     fcntl = None
 
 LOCK_NAME = ".edgeq-write.lock"
+_TEMP_NAME = re.compile(r"\..+\.edgeq-(\d+)-\w+")
 
 
 def check_out_dir(path: Path, option: str = "--out") -> None:
@@ -88,7 +93,7 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
     try:
         for path, payload in files:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            handle, temp = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
             temps.append(temp)
             with os.fdopen(handle, "wb") as stream:
                 stream.write(payload)
@@ -97,6 +102,7 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
             for folder in sorted({p.parent.resolve() for p, _ in files}):
                 path = folder / LOCK_NAME  # named in the error if the lock cannot be made
                 locks.enter_context(folder_lock(folder))
+                remove_stale_temps(folder)
             with _interrupt_deferred():
                 for (path, _), temp in zip(files, temps, strict=True):
                     os.replace(temp, path)
@@ -109,21 +115,67 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
         raise
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
+def temp_prefix(name: str) -> str:
+    """Return the prefix for a temporary file or folder standing in for ``name``.
+
+    The name is hidden and carries this process's ID (``.NAME.edgeq-PID-``), so that
+    :func:`remove_stale_temps` can tell the leftovers of a killed writer.
+    """
+    return f".{name}.edgeq-{os.getpid()}-"
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporary files and folders in ``folder`` whose writer is no longer running.
+
+    Call it holding the folder's lock (:func:`folder_lock`). Only names made by
+    :func:`temp_prefix` are considered; on systems without POSIX process IDs nothing is
+    removed.
+
+    Returns:
+        The paths removed.
+    """
+    if os.name != "posix":
+        return []
+    removed = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if not match or _running(int(match.group(1))):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the exclusive write lock of ``folder`` (``fcntl.flock`` on :data:`LOCK_NAME`).
 
-    The lock file is removed on release, so no trace is left in the folder; a process
-    that waited on a lock file removed meanwhile locks the new one instead. Without
-    ``fcntl`` (Windows) this does nothing.
+    See :func:`file_lock`.
 
     Raises:
         OSError: the lock file cannot be created in ``folder``.
     """
+    return file_lock(folder / LOCK_NAME)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on the lock file ``path`` (created, then removed).
+
+    The lock file is removed on release, so no trace is left; a process that waited on a
+    lock file removed meanwhile locks the new one instead. Without ``fcntl`` (Windows)
+    this does nothing.
+
+    Raises:
+        OSError: the lock file cannot be created.
+    """
     if fcntl is None:
         yield
         return
-    path = folder / LOCK_NAME
     while True:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -160,6 +212,19 @@ def _interrupt_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if caught:
         signal.raise_signal(signal.SIGINT)
+
+
+def _running(pid: int) -> bool:
+    """Return True when a process with this ID exists (one of another user counts too)."""
+    if pid <= 0:
+        return True  # not a process ID: 0 and below name process groups, leave such names
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -494,16 +494,10 @@ def test_full_disk_detect_and_validate(files, shared_data, monkeypatch, tmp_path
     assert list(out.iterdir()) == []
 
 
-def test_full_disk_report_folder(files, monkeypatch, tmp_path):
-    """validate-quant's report files (written with Path.write_text) on a full disk."""
-    real = Path.write_text
-
-    def write_text(self: Path, *args, **kwargs):
-        if str(self).startswith(str(tmp_path / "out")):
-            raise OSError(28, os.strerror(28))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", write_text)
+def test_full_disk_report_folder(files, monkeypatch, tmp_path, full_disk):
+    """validate-quant's report files (plots, report.json, report.md) on a full disk."""
+    (tmp_path / "out").mkdir()
+    full_disk(tmp_path / "out")
     result = run(validate.main, ["--int8", str(files["classifier"]), "--data",
                                  str(files["images"]), "--labels", str(files["labels"]),
                                  "--out", str(tmp_path / "out"), "--latency-runs", "0",

@@ -38,7 +38,7 @@ ROOT = Path(__file__).parents[1]
 COMPILER_STDOUT = Path(__file__).parent / "data" / "compiler" / "success_stdout.txt"
 QUANTIZE = [sys.executable, "-m", "quant"]
 COMPILE = [sys.executable, "-m", "edgetpu", "compile"]
-INTERRUPTED = r"^\S+: interrupted; no partial output was kept$"
+INTERRUPTED = r"^{prog}: interrupted; no partial output was kept$"
 WAIT_S = 120
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32",
@@ -102,11 +102,11 @@ def _interrupt(argv: list[str], env: dict[str, str], ready: Callable[[_Run], boo
     return code, run.text()
 
 
-def _check_stopped(sig: signal.Signals, code: int, err: str) -> None:
-    """SIGINT: exit 130 and the one-line message last; SIGKILL: killed by the signal."""
+def _check_stopped(sig: signal.Signals, code: int, err: str, prog: str) -> None:
+    """SIGINT: exit 130 and ``prog``'s one-line message last; SIGKILL: killed by the signal."""
     if sig == signal.SIGINT:
         assert code == 130, err
-        assert re.match(INTERRUPTED, err.strip().splitlines()[-1].strip()), err
+        assert re.match(INTERRUPTED.format(prog=prog), err.strip().splitlines()[-1].strip()), err
         assert "Traceback" not in err, err
     else:
         assert code == -signal.SIGKILL, err
@@ -146,7 +146,7 @@ def test_quantize_interrupted_during_calibration(tiny, tmp_path, sig):
     argv = _quantize_args(model, images, out)
     code, err = _interrupt(argv, _env(tmp_path), lambda run: "calibration images" in run.text(),
                            "calibration", sig, delay=0.5)  # calibrating takes seconds
-    _check_stopped(sig, code, err)
+    _check_stopped(sig, code, err, "quantize")
     left = _leftovers(out)
     assert not set(FINAL) & set(left), left
     if sig == signal.SIGINT:
@@ -154,7 +154,7 @@ def test_quantize_interrupted_during_calibration(tiny, tmp_path, sig):
     done = subprocess.run(argv, capture_output=True, text=True, env=_env(tmp_path),
                           timeout=WAIT_S, check=False)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(FINAL)
+    assert _leftovers(out) == sorted(FINAL)  # and no temporary file
 
 
 def test_sigint_between_renames_completes_the_group(tmp_path, monkeypatch):
@@ -222,11 +222,11 @@ def test_compile_interrupted_mid_compile(int8_model, compiler, tmp_path, sig):
     argv = [*COMPILE, str(int8_model), "--compiler", str(compiler), "--out", str(out)]
 
     def compiling(_run: _Run) -> bool:  # the half-written model is in the compiler's folder
-        return bool(list(out.glob(".compile-*/tiny_int8_edgetpu.tflite")))
+        return bool(list(out.glob(".compile.edgeq-*/tiny_int8_edgetpu.tflite")))
 
     code, err = _interrupt(argv, _env(tmp_path, DOUBLE_SLEEP="60"), compiling, "compilation",
                            sig)
-    _check_stopped(sig, code, err)
+    _check_stopped(sig, code, err, "compile-edgetpu")
     left = _leftovers(out)
     assert not [name for name in left if "/" not in name and name.endswith(
         ("_edgetpu.tflite", "_edgetpu.json"))], left
@@ -236,7 +236,8 @@ def test_compile_interrupted_mid_compile(int8_model, compiler, tmp_path, sig):
                           timeout=WAIT_S, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (out / "tiny_int8_edgetpu.tflite").read_bytes() == int8_model.read_bytes()
-    assert (out / "tiny_int8_edgetpu.json").is_file()
+    # the killed run's compiler folder is gone: the rerun removed it
+    assert _leftovers(out) == [f"tiny_int8_edgetpu.{ext}" for ext in ("json", "log", "tflite")]
 
 
 class _StallingHandler(http.server.BaseHTTPRequestHandler):
@@ -347,7 +348,7 @@ def test_quantize_interrupted_during_download(stalling_server, checkpoint_archiv
     part = tmp_path / "cache" / "downloads" / "mobilenet_v1_0.25_128.tgz.part"
     code, err = _interrupt(argv, _env(tmp_path), _part_has(part, 1 << 20), "partial download",
                            signal.SIGINT)
-    _check_stopped(signal.SIGINT, code, err)
+    _check_stopped(signal.SIGINT, code, err, "quantize")
     kept = part.stat().st_size
     assert payload.startswith(part.read_bytes())
     assert _leftovers(out) == []
@@ -402,3 +403,28 @@ def test_concurrent_writers_never_mix_a_group(tmp_path):
     assert len(_tags(folder)) == 1 and reads > 0
     assert seen <= {str(writer.pid).encode() for writer in writers}
     assert sorted(p.name for p in folder.iterdir()) == sorted(GROUP)  # no temp or lock file
+
+
+_LEAVE_TEMPS = r'''
+import sys, tempfile
+from quant.outputs import temp_prefix
+folder = sys.argv[1]
+tempfile.mkstemp(prefix=temp_prefix("m.tflite"), dir=folder)
+tempfile.mkdtemp(prefix=temp_prefix("compile"), dir=folder)
+'''
+
+
+def test_next_writer_removes_the_temporaries_of_a_dead_one(tmp_path):
+    """What a killed writer left (its PID is gone) is removed; a live writer's is kept."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    subprocess.run([sys.executable, "-c", _LEAVE_TEMPS, str(folder)], env=_env(tmp_path),
+                   check=True, timeout=WAIT_S)
+    dead = sorted(p.name for p in folder.iterdir())
+    assert len(dead) == 2 and all(".edgeq-" in name for name in dead), dead
+    live = folder / f"{outputs.temp_prefix('m.json')}abc123"  # this process: running
+    live.write_bytes(b"in progress")
+    (folder / ".notes.edgeq-1-x.txt").write_bytes(b"not a temporary name")
+    outputs.atomic_write_all([(folder / "m.tflite", b"model")])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [live.name, ".notes.edgeq-1-x.txt", "m.tflite"])

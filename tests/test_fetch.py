@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import re
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,25 +26,34 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves PAYLOAD at any path, honouring 'Range: bytes=N-'; counts requests.
 
     ``ranges`` False: ignore Range and send everything (200); ``cut``: the first response
-    stops after that many bytes and closes the connection (an interrupted download).
+    stops after that many bytes and closes the connection (an interrupted download);
+    ``delay``: seconds to wait before each of 16 pieces of the body (a slow server).
     """
 
     requests: list[str | None] = []
     ranges = True
     cut: int | None = None
+    payload = PAYLOAD
+    delay = 0.0
 
     def do_GET(self) -> None:  # noqa: N802
-        wanted = self.headers.get("Range") if type(self).ranges else None
-        type(self).requests.append(self.headers.get("Range"))
+        cls = type(self)
+        wanted = self.headers.get("Range") if cls.ranges else None
+        cls.requests.append(self.headers.get("Range"))
         start = int(re.match(r"bytes=(\d+)-", wanted).group(1)) if wanted else 0
-        body = PAYLOAD[start:]
+        body = cls.payload[start:]
         self.send_response(206 if wanted else 200)
         self.send_header("Content-Length", str(len(body)))
         if wanted:
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            size = len(cls.payload)
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         self.end_headers()
-        cut, type(self).cut = type(self).cut, None
-        self.wfile.write(body if cut is None else body[:cut])
+        cut, cls.cut = cls.cut, None
+        body = body if cut is None else body[:cut]
+        piece = -(-len(body) // 16)
+        for offset in range(0, len(body), piece):
+            time.sleep(cls.delay)
+            self.wfile.write(body[offset:offset + piece])
         if cut is not None:
             self.close_connection = True
 
@@ -53,6 +66,8 @@ def server():
     _RangeHandler.requests = []
     _RangeHandler.ranges = True
     _RangeHandler.cut = None
+    _RangeHandler.payload = PAYLOAD
+    _RangeHandler.delay = 0.0
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -174,6 +189,31 @@ def test_extract_and_locate_checkpoint(tmp_path):
     assert files.pipeline_config is None
     assert fetch.locate_checkpoint(files.prefix).prefix == files.prefix  # prefix accepted
     assert fetch.locate_checkpoint(files.folder).prefix == files.prefix  # folder accepted
+
+
+_LOCATE = "import sys; from quant.fetch import locate_checkpoint; " \
+          "print(locate_checkpoint(sys.argv[1]).prefix)"
+
+
+def test_concurrent_runs_download_and_extract_once(server, cache, tmp_path):
+    """Two processes asking for one URL at once: one download, one extraction, both served."""
+    data = os.urandom(400_000)
+    archive = _tar(tmp_path / "m.tgz", {"m.ckpt.index": b"i", "m.ckpt.data-00000-of-00001": data})
+    _RangeHandler.payload, _RangeHandler.delay = archive.read_bytes(), 0.1  # 1.6 s a download
+    env = {**os.environ, "EDGEQ_CACHE": str(cache),
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    runs = [subprocess.Popen([sys.executable, "-c", _LOCATE, f"{server}/m.tgz"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    prefixes = {Path(out.strip()) for out, _ in results}
+    assert len(prefixes) == 1 and _RangeHandler.requests == [None]  # the other one waited
+    prefix = prefixes.pop()
+    assert prefix.with_name("m.ckpt.data-00000-of-00001").read_bytes() == data
+    left = sorted(p.name for folder in (cache / "downloads", cache / "extracted")
+                  for p in folder.iterdir())
+    assert left == sorted(["m.tgz", "m.tgz.sha256", prefix.parent.name]), left
 
 
 def _special(path: Path, name: str, kind: bytes, linkname: str = "") -> Path:

@@ -28,11 +28,13 @@ from pathlib import Path
 
 from quant.errors import EXIT_CHECK_FAILED, cli_entry
 
+PROG = "edgetpu-check"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``edgetpu-check``."""
     parser = argparse.ArgumentParser(
-        prog="edgetpu-check", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", type=Path, help="a .tflite model (source or *_edgetpu.tflite)")
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Run ``edgetpu-check``; see the module docstring."""
     args = build_parser().parse_args(argv)

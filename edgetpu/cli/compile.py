@@ -25,19 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edgetpu import compiler
 from quant.errors import EXIT_CHECK_FAILED, BadInputError, MissingToolError, cli_entry
-from quant.outputs import atomic_write, check_out_dir
+from quant.outputs import check_out_dir
 from quant.paths import DEFAULT_OUT
+
+PROG = "compile-edgetpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``compile-edgetpu``."""
     parser = argparse.ArgumentParser(
-        prog="compile-edgetpu", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", type=Path, help="the quantized .tflite to compile")
@@ -66,11 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Run ``compile-edgetpu``; see the module docstring."""
     args = build_parser().parse_args(argv)
-    from edgetpu import compiler
     from edgetpu.analyze import analyze_model, compiler_table, format_report
 
     for name in ("num_segments", "delegate_search_step", "timeout_sec", "min_runtime_version"):
@@ -106,15 +109,39 @@ def main(argv: list[str] | None = None) -> int:
         delegate_search_step=args.delegate_search_step,
         timeout_sec=args.timeout_sec,
     )
-    result = compiler.run_compiler(command, args.model, options, args.out,
-                                   docker_image=args.docker_image if args.docker else None)
-    actual = compiler.cpu_ops_from_table(result.operators)
     predicted = compiler.cpu_ops_from_table(
         [compiler.OperatorRow(name, count, status)
          for name, count, status in compiler_table(prediction.ops)])
+    report_path = args.out / f"{args.model.stem}_edgetpu.json"
+
+    def report_file(result: compiler.CompileResult) -> list[tuple[Path, bytes]]:
+        """The parsed report, written together with the models when they compiled."""
+        if not result.success:
+            return []
+        report = _report(args.model, result, prediction, predicted)
+        return [(report_path, (json.dumps(report, indent=2, default=str) + "\n").encode())]
+
+    result = compiler.run_compiler(command, args.model, options, args.out,
+                                   docker_image=args.docker_image if args.docker else None,
+                                   sidecars=report_file)
+    report = _report(args.model, result, prediction, predicted)
+    differences = report["prediction_differences"]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(result, differences)
+        if result.success:
+            print(f"wrote {report_path} (parsed report)")
+    return 0 if result.success else EXIT_CHECK_FAILED
+
+
+def _report(model: Path, result: compiler.CompileResult, prediction: Any,
+            predicted: Counter[str]) -> dict[str, Any]:
+    """Return the parsed report of one compilation, with its differences from the prediction."""
+    actual = compiler.cpu_ops_from_table(result.operators)
     differences = compiler.compare_with_prediction(predicted, actual) if result.success else []
-    report = {
-        "model": str(args.model),
+    return {
+        "model": str(model),
         "compiled": result.success,
         "command": result.command,
         "returncode": result.returncode,
@@ -125,15 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         "prediction": prediction.to_json()["summary"],
         "prediction_differences": differences,
     }
-    if result.success:
-        _write_json(args.out / f"{args.model.stem}_edgetpu.json", report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_report(result, differences)
-        if result.success:
-            print(f"wrote {args.out / f'{args.model.stem}_edgetpu.json'} (parsed report)")
-    return 0 if result.success else EXIT_CHECK_FAILED
 
 
 def _check_compilable(path: Path) -> None:
@@ -186,9 +204,6 @@ def _print_report(result: Any, differences: list[str]) -> None:
 def _mib(size: int | None) -> str:
     return "?" if size is None else f"{size / 2**20:.2f} MiB"
 
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -36,11 +36,13 @@ from pathlib import Path
 from quant.errors import BadInputError, cli_entry
 from quant.outputs import atomic_write, check_out_dir
 
+PROG = "edgetpu-detect"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``edgetpu-detect``."""
     parser = argparse.ArgumentParser(
-        prog="edgetpu-detect", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True,
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Run ``edgetpu-detect``; return the exit code."""
     args = build_parser().parse_args(argv)

@@ -25,11 +25,13 @@ from quant.errors import BadInputError, cli_entry
 from quant.outputs import check_out_dir
 from quant.paths import DEFAULT_OUT
 
+PROG = "quantize"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``quantize``."""
     parser = argparse.ArgumentParser(
-        prog="quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_argument_group("model")
     source.add_argument("--model", help="zoo name, URL, .tgz, checkpoint folder or prefix, "
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Run ``quantize``; see the module docstring."""
     args = build_parser().parse_args(argv)

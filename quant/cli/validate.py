@@ -28,11 +28,13 @@ from quant.errors import BadInputError, CheckFailedError, cli_entry
 from quant.outputs import check_out_dir
 from quant.paths import DEFAULT_OUT
 
+PROG = "validate-quant"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``validate-quant``."""
     parser = argparse.ArgumentParser(
-        prog="validate-quant", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models = parser.add_argument_group("models")
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Run ``validate-quant``; see the module docstring."""
     args = build_parser().parse_args(argv)

@@ -1,20 +1,20 @@
 """Write a validation report: ``report.json``, ``report.md`` and PNG plots.
 
-Files are written into a temporary folder next to the target and moved into place at the
-end, so an interrupted run leaves no half-written report.
+The plots are drawn in a temporary folder; then every file is written to ``out_dir`` as one
+group (:func:`quant.outputs.atomic_write_all`), so an interrupted run leaves no half-written
+report and two runs never mix their files.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from quant.errors import printable
-from quant.outputs import atomic_write, write_error
+from quant.outputs import atomic_write_all, write_error
 
 WORST_LAYERS = 15
 
@@ -32,26 +32,21 @@ def write_report(report: dict[str, Any], out_dir: Path,
         BadInputError: a file cannot be written (full disk, no permission); nothing
             half-written is left under a final name.
     """
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as tmp:
-            staging = Path(tmp)
-            (staging / "report.json").write_text(to_json(report), encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="edgeq-report-") as tmp:
+        staging = Path(tmp)
+        try:
             plots = write_plots(report, staging)
-            markdown = to_markdown(report, [p.name for p in plots])
-            # file names that are not UTF-8 appear as \xNN escapes
-            (staging / "report.md").write_text(printable(markdown), encoding="utf-8")
-            written = []
-            for item in sorted(staging.iterdir()):
-                target = out_dir / item.name
-                os.replace(item, target)
-                written.append(target)
-    except OSError as exc:
-        raise write_error(out_dir, exc) from exc
+        except OSError as exc:
+            raise write_error(staging, exc) from exc
+        files = [(out_dir / p.name, p.read_bytes()) for p in plots]
+    report_json = to_json(report).encode()
+    # file names that are not UTF-8 appear as \xNN escapes
+    markdown = printable(to_markdown(report, [p.name for p, _ in files])).encode()
+    files += [(out_dir / "report.json", report_json), (out_dir / "report.md", markdown)]
     if json_copy is not None:
-        atomic_write(json_copy, (out_dir / "report.json").read_bytes())
-        written.append(json_copy)
-    return written
+        files.append((json_copy, report_json))
+    atomic_write_all(files)
+    return [path for path, _ in files]
 
 
 def to_json(report: dict[str, Any]) -> str:
