@@ -131,7 +131,7 @@ def append_postprocess(model_bytes: bytes, head: DetectionHead,
     anchor_index = _add_anchors(model, graph, schema, head.anchors, graph.tensors[boxes].type)
     count = head.settings.max_detections * head.settings.max_classes_per_detection
     shapes = ([1, count, 4], [1, count], [1, count], [1])
-    outputs = [_add_tensor(model, graph, schema, name, shape)
+    outputs = [add_tensor(model, graph, schema, name, shape)
                for name, shape in zip(OUTPUT_NAMES, shapes, strict=True)]
     code = schema.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
@@ -236,17 +236,17 @@ def _add_unary(model: Any, graph: Any, tensor: int, builtin: int, suffix: str,
 
     source = graph.tensors[tensor]
     name = source.name.decode() if isinstance(source.name, bytes) else source.name
-    index = _add_tensor(model, graph, schema, f"{name}{suffix}", source.shape,
+    index = add_tensor(model, graph, schema, f"{name}{suffix}", source.shape,
                         tensor_type=tensor_type, quantization=quantization)
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, schema, builtin)
+    op.opcodeIndex = opcode_index(model, schema, builtin)
     op.inputs = np.array([tensor], np.int32)
     op.outputs = np.array([index], np.int32)
     graph.operators.append(op)
     return index
 
 
-def _opcode(model: Any, schema: Any, builtin: int) -> int:
+def opcode_index(model: Any, schema: Any, builtin: int) -> int:
     """Return the index of a builtin operator code (version 1), adding it if needed."""
     for index, code in enumerate(model.operatorCodes):
         if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
@@ -281,19 +281,50 @@ def _add_anchors(model: Any, graph: Any, schema: Any, anchors: np.ndarray,
     """
     anchors = np.asarray(anchors, np.float32)
     if box_type != _UINT8:
-        return _add_tensor(model, graph, schema, "anchors", anchors.shape, anchors.tobytes())
-    scale = float(anchors.max()) / 255
-    codes = np.clip(np.round(anchors / scale), 0, 255).astype(np.uint8)
+        return add_tensor(model, graph, schema, "anchors", anchors.shape, anchors.tobytes())
+    codes, scale = quantized_anchors(anchors)
     quantization = schema.QuantizationParametersT()
     quantization.scale = np.array([scale], np.float32)
     quantization.zeroPoint = np.array([0], np.int64)
-    return _add_tensor(model, graph, schema, "anchors", anchors.shape, codes.tobytes(),
+    return add_tensor(model, graph, schema, "anchors", anchors.shape, codes.tobytes(),
                        box_type, quantization)
 
 
-def _add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,
+def quantized_anchors(anchors: np.ndarray) -> tuple[np.ndarray, float]:
+    """Return the uint8 codes [A, 4] of the anchors and their scale (zero point 0)."""
+    scale = float(np.max(anchors)) / 255
+    return np.clip(np.round(np.asarray(anchors) / scale), 0, 255).astype(np.uint8), scale
+
+
+def anchor_offsets(head: DetectionHead) -> np.ndarray:
+    """Return box-encoding offsets [A, 4] that make uint8 anchors decode like float ones.
+
+    The op decodes ``y = ty / y_scale * ha + ya`` and ``h = exp(th / h_scale) * ha`` with
+    the anchors it is given. Encodings shifted by ``y_scale * (ya - ya_q) / ha_q`` and
+    ``h_scale * ln(ha / ha_q)`` decode with the uint8 anchors ``_q`` to the float anchors'
+    boxes: exactly for sizes, and for centres up to the factor ``ha / ha_q`` on ``ty`` (within
+    3% for the SSD zoo's anchors). Anchor sizes that round to code 0 get no offset.
+    """
+    anchors = np.asarray(head.anchors, np.float64)
+    codes, scale = quantized_anchors(anchors)
+    rounded = codes.astype(np.float64) * scale
+    settings = head.settings
+    centre_scales = np.array([settings.y_scale, settings.x_scale])
+    size_scales = np.array([settings.h_scale, settings.w_scale])
+    sizes, rounded_sizes = anchors[:, 2:], rounded[:, 2:]
+    usable = rounded_sizes > 0
+    safe = np.where(usable, rounded_sizes, 1.0)
+    centres = centre_scales * (anchors[:, :2] - rounded[:, :2]) / safe
+    log_ratio = np.log(np.where(usable, sizes, 1.0) / safe)
+    return np.where(np.concatenate([usable, usable], axis=1),
+                    np.concatenate([centres, size_scales * log_ratio], axis=1),
+                    0.0).astype(np.float32)
+
+
+def add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,
                 data: bytes | None = None, tensor_type: int = _FLOAT32,
                 quantization: Any = None) -> int:
+    """Add a tensor (a constant when ``data`` is given) to ``graph``; return its index."""
     buffer = schema.BufferT()
     if data is not None:
         buffer.data = np.frombuffer(data, np.uint8)

@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=300, help="calibration rows (first N)")
     parser.add_argument("--eval", type=int, default=None,
                         help="score on the first N evaluation images only (default all)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=None, help="total steps instead of epochs")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-5)

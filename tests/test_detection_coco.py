@@ -101,3 +101,40 @@ def test_float_archive_with_postprocessing_scores_coco_map(shared_data):
     scores = coco_map(load_coco(images.annotations), to_coco_results(images.ids, detections),
                       images.ids)
     assert scores["map"] >= 0.19 and scores["map50"] >= 0.35
+
+
+def test_our_int8_of_the_float_archive_maps_and_matches_coco(shared_data, tmp_path):
+    """PTQ of the float archive: every op but the post-processing maps to the Edge TPU (box
+    offsets included), and its detections match the COCO ground truth."""
+    from edgetpu.analyze import analyze_model
+    from quant.calibration import CalibrationSet
+    from quant.detection_sources import load_ssd_checkpoint
+    from quant.preprocess import inception_preprocess
+    from quant.ptq import QuantizeOptions, quantize_model
+    from quant.sources import FloatModel
+    from quant.validate.data import decode_images, list_images
+
+    loaded = load_ssd_checkpoint(
+        shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")
+    preprocess = inception_preprocess(300)
+    annotated = {path for path, _ in _ground_truth(shared_data)}
+    calibration = [p for p in list_images(shared_data / "coco_mini/val2017").paths
+                   if p not in annotated][:8]
+    model = FloatModel(model=loaded.model, preprocess=preprocess, name="ssd", task="detect",
+                       source="archive", postprocess=loaded.head)
+    result = quantize_model(model, CalibrationSet(decode_images(calibration, preprocess),
+                                                  tuple(calibration), "val2017", "-"),
+                            QuantizeOptions(stats_images=8, range_images=8))
+    path = tmp_path / "ssd_int8.tflite"
+    path.write_bytes(result.tflite)
+    analysis = analyze_model(path)
+    assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}
+    assert "ADD" in [op.opcode for op in analysis.ops]  # the anchor offsets
+    detector = Detector.open(path)
+    shares, counts = [], []
+    for image, truth in _ground_truth(shared_data):
+        objects = detector.detect(read_image(image), threshold=SCORE).objects
+        counts.append(len(objects))
+        shares.append(_matched_share(objects, truth))
+    assert sum(counts) >= IMAGES
+    assert np.average(shares, weights=counts) >= 0.5

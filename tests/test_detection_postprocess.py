@@ -118,3 +118,57 @@ def test_mismatched_outputs_and_plain_models_are_refused(tiny_ssd):
         append_postprocess(data, DetectionHead(SETTINGS, np.zeros((5, 4), np.float32)))
     with pytest.raises(BadInputError, match="no TFLite_Detection_PostProcess"):
         replace_postprocess_settings(data, max_detections=3)
+
+
+def _offset_ssd(encodings: np.ndarray):
+    """A model whose box encodings are the constant ``encodings`` [A, 4] (scores as above)."""
+    inputs = keras.Input((4, 4, 3), batch_size=1)
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(encodings.size, kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant(encodings.ravel()))
+    boxes = keras.layers.Reshape(encodings.shape)(dense(pooled))
+    scores = keras.layers.Dense(len(encodings) * 3, kernel_initializer="zeros",
+                                bias_initializer="ones")(pooled)
+    scores = keras.layers.Activation("sigmoid")(keras.layers.Reshape((len(encodings), 3))(scores))
+    return keras.Model(inputs, [boxes, scores])
+
+
+def _decode(encodings: np.ndarray, anchors: np.ndarray, settings) -> np.ndarray:
+    """Return the corner boxes [A, 4] the op decodes (numpy, float anchors)."""
+    y = encodings[:, 0] / settings.y_scale * anchors[:, 2] + anchors[:, 0]
+    x = encodings[:, 1] / settings.x_scale * anchors[:, 3] + anchors[:, 1]
+    h = np.exp(encodings[:, 2] / settings.h_scale) * anchors[:, 2]
+    w = np.exp(encodings[:, 3] / settings.w_scale) * anchors[:, 3]
+    return np.stack([y - h / 2, x - w / 2, y + h / 2, x + w / 2], 1)
+
+
+@pytest.mark.parametrize("offsets", [False, True])
+def test_box_offsets_make_uint8_anchors_decode_like_float_ones(offsets):
+    from quant.postprocess import anchor_offsets
+    from quant.ptq import box_offsets, convert
+
+    rng = np.random.default_rng(3)
+    count = 6
+    # Small anchors off the uint8 grid (the largest value, 0.9, sets the step 0.0035).
+    anchors = np.column_stack([rng.uniform(0.1, 0.9, (count, 2)), rng.uniform(0.03, 0.1,
+                               (count, 2))]).astype(np.float32)
+    anchors[0, 0] = 0.9
+    encodings = rng.uniform(-0.5, 0.5, (count, 4)).astype(np.float32)
+    settings = PostProcessSettings(num_classes=2, max_detections=count,
+                                   max_classes_per_detection=1, nms_score_threshold=0.1,
+                                   nms_iou_threshold=1.0)
+    head = DetectionHead(settings, anchors)
+    calibrated = convert.calibrate(_offset_ssd(encodings), lambda: (
+        rng.uniform(-1, 1, (1, 4, 4, 3)).astype(np.float32) for _ in range(4)))
+    if offsets:
+        calibrated = box_offsets.add_box_offsets(calibrated, anchor_offsets(head))
+    out = _run(append_postprocess(convert.quantize(calibrated, "uint8"), head))
+    boxes = out["TFLite_Detection_PostProcess"][0, :count]
+    expected = _decode(encodings, anchors, settings)
+    # Each decoded box matches one expected box; compare with the nearest.
+    errors = np.abs(boxes[:, None, :] - expected[None]).max(-1).min(-1)
+    sizes = anchors[:, 2:].min()
+    if offsets:
+        assert errors.max() < 0.02 * sizes  # within 2% of the smallest anchor
+    else:
+        assert errors.max() > 0.02 * sizes  # uint8 anchors alone are off by more

@@ -3,7 +3,8 @@
 ``quantize_model(float_model, calibration, options)`` runs: optional cross-layer
 equalization (:mod:`.equalize`), calibration (:func:`.convert.calibrate`), activation range
 choice (:mod:`.ranges`), Hessian-aware weight rounding and bias correction
-(:mod:`.weights`), full-int8 quantization and the I/O type (:mod:`.convert`), and the Edge
+(:mod:`.weights`), for detectors the anchor offsets (:mod:`.box_offsets`), full-int8
+quantization and the I/O type (:mod:`.convert`), and the Edge
 TPU compatibility check (:mod:`.compat`). ``save`` writes the ``.tflite`` with its JSON
 sidecar and Markdown summary (:mod:`.sidecar`), atomically.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from quant.calibration import CalibrationSet
-from quant.ptq import compat, convert, equalize, pixel_input, ranges, weights
+from quant.ptq import box_offsets, compat, convert, equalize, pixel_input, ranges, weights
 from quant.ptq.sidecar import QuantizedModel, save
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
@@ -45,7 +46,8 @@ class QuantizeOptions:
         stats_images: calibration images the layer statistics of ``rounding`` and
             ``bias_correction`` are measured on.
         exact_anchors: detectors only: float anchors behind a DEQUANTIZE of the box
-            encodings (one more CPU op) instead of uint8 anchors.
+            encodings (one more CPU op) instead of uint8 anchors. Without it, box offsets
+            (:mod:`.box_offsets`) make the uint8 anchors decode like the float ones.
         require_edgetpu: refuse a result that would not map completely (default); when
             False the problems are recorded in the result instead.
     """
@@ -131,6 +133,11 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     calibrated, weight_report = weights.adjust_weights(
         calibrated, stats_inputs, options.per_tensor, options.rounding, options.bias_correction)
     timings["weights_s"] = time.perf_counter() - mark
+    if float_model.task == "detect" and options.io_type != "float" and not options.exact_anchors:
+        from quant.postprocess import anchor_offsets
+
+        calibrated = box_offsets.add_box_offsets(
+            calibrated, anchor_offsets(float_model.postprocess))
     mark = time.perf_counter()
     model = convert.quantize(calibrated, options.io_type, options.per_tensor)
     if float_model.task == "detect":
