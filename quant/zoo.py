@@ -240,6 +240,11 @@ _HSWISH_NOTE = (
     "hard-swish activations (TFLite HARD_SWISH) are not in the Edge TPU's supported ops; "
     "the compiler stops mapping at the first one, so the rest of the network runs on the CPU"
 )
+_HSWISH_LOWERED_NOTE = (
+    _SSD_NOTE + "; hard-swish (TFLite HARD_SWISH) is not an Edge TPU op, so quantize --method "
+    "ptq rewrites it as ADD with ReLU6, MUL, MUL, which map (the archive's tflite_graph.pb "
+    "route keeps HARD_SWISH, and the network from the first one, on the CPU)"
+)
 _PIXEL6_NOTE = (_SSD_NOTE + "; designed and timed for the Pixel 6 (Google Tensor) Edge TPU, "
                 "not Coral: Coral compilation is not published")
 
@@ -427,9 +432,11 @@ _HSWISH_FAMILIES = ("ssdlite_mobilenet_v3_large", "ssdlite_mobilenet_v3_small")
 def _edgetpu(name: str, family: str) -> tuple[bool, str]:
     if family in _TWO_STAGE_FAMILIES:
         return False, _TWO_STAGE_NOTE
-    # MobileDet-CPU's search space has hard-swish like MobileNetV3; the EdgeTPU and DSP
-    # variants use ReLU6.
-    if family in _HSWISH_FAMILIES or name == "ssd_mobiledet_cpu_coco":
+    if family in _HSWISH_FAMILIES:
+        return True, _HSWISH_LOWERED_NOTE
+    # MobileDet-CPU's search space has hard-swish like MobileNetV3 (no builder here, so only
+    # its tflite_graph.pb route); the EdgeTPU and DSP variants use ReLU6.
+    if name == "ssd_mobiledet_cpu_coco":
         return False, _HSWISH_NOTE
     if family.endswith("_fpn"):
         return True, _FPN_NOTE

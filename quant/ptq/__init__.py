@@ -3,7 +3,8 @@
 ``quantize_model(float_model, calibration, options)`` runs: optional cross-layer
 equalization (:mod:`.equalize`), calibration (:func:`.convert.calibrate`), activation range
 choice (:mod:`.ranges`), Hessian-aware weight rounding and bias correction
-(:mod:`.weights`), for detectors the anchor offsets (:mod:`.box_offsets`), full-int8
+(:mod:`.weights`), HARD_SWISH lowered to Edge TPU ops (:mod:`.hard_swish`), for
+detectors the anchor offsets (:mod:`.box_offsets`), full-int8
 quantization and the I/O type (:mod:`.convert`), and the Edge
 TPU compatibility check (:mod:`.compat`). ``save`` writes the ``.tflite`` with its JSON
 sidecar and Markdown summary (:mod:`.sidecar`), atomically.
@@ -18,7 +19,16 @@ from typing import Any
 from tqdm import tqdm
 
 from quant.calibration import CalibrationSet
-from quant.ptq import box_offsets, compat, convert, equalize, pixel_input, ranges, weights
+from quant.ptq import (
+    box_offsets,
+    compat,
+    convert,
+    equalize,
+    hard_swish,
+    pixel_input,
+    ranges,
+    weights,
+)
 from quant.ptq.sidecar import QuantizedModel, save
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
@@ -133,6 +143,7 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     calibrated, weight_report = weights.adjust_weights(
         calibrated, stats_inputs, options.per_tensor, options.rounding, options.bias_correction)
     timings["weights_s"] = time.perf_counter() - mark
+    calibrated, _ = hard_swish.lower_hard_swish(calibrated)
     if float_model.task == "detect" and options.io_type != "float" and not options.exact_anchors:
         from quant.postprocess import anchor_offsets
 
