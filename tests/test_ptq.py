@@ -173,3 +173,11 @@ def test_raw_pixel_input_is_exact(image_dir):
     scale, zero_point = (quantized.tensors[quantized.inputs[0]].quantization.scale[0],
                          quantized.tensors[quantized.inputs[0]].quantization.zeroPoint[0])
     assert (scale, zero_point) == (pytest.approx(1 / 127.5), 128)
+
+
+def test_bias_correction_modes():
+    auto, on, off = (QuantizeOptions(bias_correction=m) for m in ("auto", "on", "off"))
+    assert auto.corrects_bias("classify") and not auto.corrects_bias("detect")
+    assert on.corrects_bias("detect") and not off.corrects_bias("classify")
+    with pytest.raises(BadInputError, match="bias_correction"):
+        QuantizeOptions(bias_correction="yes")

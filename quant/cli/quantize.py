@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "plain min/max, or MSE-optimal clipping")
     quant.add_argument("--equalize", choices=("off", "on", "auto"), default="off",
                        help="cross-layer equalization (auto: with --per-tensor)")
+    quant.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
+                       help="cancel the mean output shift of weight rounding (auto: on for "
+                            "classifiers, off for detectors, as measured)")
     quant.add_argument("--method", choices=("ptq", "qat"), default="ptq",
                        help="post-training quantization (default) or quantization-aware "
                             "fine-tuning (needs --train-dir)")
@@ -116,7 +119,8 @@ def _quantize(args: argparse.Namespace, float_model) -> int:
     calibration = calibration_set(float_model, args.calib_dir, size=args.calib_size,
                                   seed=args.seed)
     options = ptq.QuantizeOptions(io_type=args.io, per_tensor=args.per_tensor,
-                                  ranges=args.ranges, equalize=args.equalize)
+                                  ranges=args.ranges, equalize=args.equalize,
+                                  bias_correction=args.bias_correction)
     result = ptq.quantize_model(float_model, calibration, options)
     held_out = sample(list(calibration.unused), args.drift_images, args.seed + 1) \
         if args.drift_images > 0 and calibration.unused else []

@@ -34,6 +34,7 @@ from quant.ptq.sidecar import QuantizedModel, save
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
 
 EQUALIZE_MODES = ("auto", "on", "off")
+BIAS_CORRECTION_MODES = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,11 @@ class QuantizeOptions:
         range_images: calibration images used to choose ranges (``mse``).
         rounding: weight rounding: ``hessian`` (default: learned from the calibration
             images' layer inputs, see :mod:`.rounding`) or ``nearest`` (the converter's).
-        bias_correction: cancel the mean output shift of weight rounding (default on).
+        bias_correction: cancel the mean output shift of weight rounding: ``on``, ``off``
+            or ``auto`` (default: on for classifiers, off for detectors). Measured:
+            MobileNetV2 agreement 0.970 -> 0.984 with it; SSD MobileNet v1 0.75 COCO mAP
+            drop 0.0027 without it against 0.0064 with it (mean over five calibration
+            subsets, on the 79 annotated coco_mini images, the only annotated set here).
         stats_images: calibration images the layer statistics of ``rounding`` and
             ``bias_correction`` are measured on.
         exact_anchors: detectors only: float anchors behind a DEQUANTIZE of the box
@@ -68,7 +73,7 @@ class QuantizeOptions:
     ranges: str = "relu6"
     range_images: int = 32
     rounding: str = "hessian"
-    bias_correction: bool = True
+    bias_correction: str = "auto"
     stats_images: int = 64
     exact_anchors: bool = False
     require_edgetpu: bool = True
@@ -80,12 +85,19 @@ class QuantizeOptions:
             raise BadInputError(f"--io must be one of {convert.IO_TYPES}, got {self.io_type!r}")
         if self.equalize not in EQUALIZE_MODES:
             raise BadInputError(f"equalize must be one of {EQUALIZE_MODES}")
+        if self.bias_correction not in BIAS_CORRECTION_MODES:
+            raise BadInputError(f"bias_correction must be one of {BIAS_CORRECTION_MODES}")
         if self.ranges not in ranges.RANGE_METHODS:
             raise BadInputError(f"ranges must be one of {ranges.RANGE_METHODS}")
         if self.rounding not in weights.ROUNDING_METHODS:
             raise BadInputError(f"rounding must be one of {weights.ROUNDING_METHODS}")
         if self.stats_images < 1 or self.range_images < 1:
             raise BadInputError("stats_images and range_images must be at least 1")
+
+    def corrects_bias(self, task: str) -> bool:
+        """Return True when bias correction runs for a model of ``task``."""
+        return self.bias_correction == "on" or (self.bias_correction == "auto"
+                                                and task != "detect")
 
     @property
     def equalizes(self) -> bool:
@@ -141,7 +153,8 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     mark = time.perf_counter()
     stats_inputs = (x for x, _ in zip(inputs(), range(options.stats_images), strict=False))
     calibrated, weight_report = weights.adjust_weights(
-        calibrated, stats_inputs, options.per_tensor, options.rounding, options.bias_correction)
+        calibrated, stats_inputs, options.per_tensor, options.rounding,
+        options.corrects_bias(float_model.task))
     timings["weights_s"] = time.perf_counter() - mark
     calibrated, _ = hard_swish.lower_hard_swish(calibrated)
     if float_model.task == "detect" and options.io_type != "float" and not options.exact_anchors:

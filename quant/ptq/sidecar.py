@@ -119,6 +119,7 @@ def sidecar(result: QuantizedModel) -> dict[str, Any]:
 def summary_markdown(data: dict[str, Any]) -> str:
     """Return the short Markdown summary of a sidecar."""
     q, c = data["quantization"], data["calibration"]
+    corrected = (q.get("weight_stage") or {}).get("bias_corrected")
     lines = [
         f"# {data['model']}",
         "",
@@ -126,7 +127,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"- weights: {q['weights']}; I/O: {q['io_type']}; activation ranges: {q['ranges']} "
         f"({q['ranges_changed']} changed); cross-layer equalization: "
         f"{'yes' if q['cross_layer_equalization'] else 'no'}; weight rounding: "
-        f"{q['rounding']}; bias correction: {'yes' if q['bias_correction'] else 'no'}",
+        f"{q['rounding']}; bias correction: {'yes' if corrected else 'no'}",
         f"- calibration: {c['images']} images from `{c['source']}` (sha256 {c['sha256'][:12]})",
         f"- time: {data['timings_s'].get('total_s', '?')} s",
     ]
