@@ -9,6 +9,7 @@ are mapped by name. The model's outputs are box encodings and sigmoid class scor
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ from quant.postprocess import DetectionHead
 from quant.preprocess import inception_preprocess
 
 # Checkpoint scopes an SSD's weights live in; anything else under them must be consumed.
-SSD_SCOPES = ("FeatureExtractor", "BoxPredictor")
+SSD_SCOPES = ("FeatureExtractor", "BoxPredictor", "WeightSharedConvolutionalBoxPredictor")
+# The box-encoding reshape of each feature map (its input is the predictor's conv output).
+_BOX_RESHAPE = re.compile(r"(?:BoxPredictor|WeightSharedConvolutionalBoxPredictor)(?:_(\d+))?"
+                          r"/Reshape")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +51,7 @@ def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "mod
             architecture, or variables that do not match the model.
     """
     from quant.checkpoints import load_weights, open_checkpoint
-    from quant.models.ssd import build_ssd
+    from quant.models.ssd import build_ssd, unused_checkpoint_scopes
 
     files = locate_checkpoint(source, expected_prefix=checkpoint_prefix)
     if files.pipeline_config is None:
@@ -59,16 +63,19 @@ def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "mod
     model = build_ssd(config)
     report = load_weights(model, files.prefix, scope="FeatureExtractor")
     names = open_checkpoint(files.prefix).get_variable_to_shape_map()
+    ignored = unused_checkpoint_scopes(config)
     expected = {
         name for name in names
         if name.startswith(SSD_SCOPES) and "ExponentialMovingAverage" not in name
         and not any(slot in name for slot in ("/RMSProp", "/Momentum", "/Adam"))
+        and not name.startswith(ignored)
     }
     if report.loaded != len(expected):
+        unused = [name for name in report.unused if not name.startswith(ignored)]
         raise BadInputError(
             f"{files.prefix}: the model took {report.loaded} of the checkpoint's "
-            f"{len(expected)} FeatureExtractor/BoxPredictor variables; unused: "
-            f"{', '.join(report.unused[:5]) or 'box predictor variables'}"
+            f"{len(expected)} feature extractor / box predictor variables; unused: "
+            f"{', '.join(unused[:5]) or 'box predictor variables'}"
         )
     anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
     return DetectionCheckpoint(model, config, DetectionHead.from_config(config, anchors),
@@ -103,8 +110,9 @@ def load_detection_model(spec: Any, checkpoint: str, source: str):
 
 def feature_map_sizes(model: Any) -> list[tuple[int, int]]:
     """Return the (height, width) of each feature map of an SSD built by ``build_ssd``."""
-    convs = sorted(
-        (layer for layer in model.layers if layer.name.endswith("/BoxEncodingPredictor")),
-        key=lambda layer: int(layer.name.split("/")[0].split("_")[1]),
-    )
-    return [(int(layer.output.shape[1]), int(layer.output.shape[2])) for layer in convs]
+    reshapes = {}
+    for layer in model.layers:
+        match = _BOX_RESHAPE.fullmatch(layer.name)
+        if match:
+            reshapes[int(match.group(1) or 0)] = layer.input.shape
+    return [(int(reshapes[i][1]), int(reshapes[i][2])) for i in sorted(reshapes)]

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from quant.anchors import AnchorConfig
+from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
 from quant.errors import BadInputError
 
 Message = dict[str, list[Any]]
@@ -37,7 +37,8 @@ _CLOSE = {"{": "}", "<": ">"}
 
 @dataclasses.dataclass(frozen=True)
 class FeatureExtractorConfig:
-    """``feature_extractor`` settings: type (``ssd_mobilenet_v1``...), depth, activation."""
+    """``feature_extractor`` settings: type (``ssd_mobilenet_v1``...), depth, activation, and
+    the ``fpn`` levels and depth of the FPN extractors (OD API defaults 3, 7, 256)."""
 
     type: str
     depth_multiplier: float = 1.0
@@ -46,17 +47,38 @@ class FeatureExtractorConfig:
     use_depthwise: bool = False
     use_explicit_padding: bool = False
     activation: str = "RELU_6"
+    fpn_min_level: int = 3
+    fpn_max_level: int = 7
+    additional_layer_depth: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class BoxPredictorConfig:
-    """``convolutional_box_predictor`` settings."""
+    """``convolutional_box_predictor`` or ``weight_shared_convolutional_box_predictor`` settings.
+
+    Attributes:
+        kernel_size: kernel of the predictor convolutions (and of the weight-shared towers).
+        use_depthwise: separable predictor convolutions (SSDLite).
+        num_layers_before_predictor: tower convolutions before the predictors.
+        box_code_size: box encoding size.
+        activation: ``conv_hyperparams`` activation.
+        weight_shared: ``weight_shared_convolutional_box_predictor`` (one predictor for all
+            feature maps).
+        depth: channels of the weight-shared tower convolutions.
+        share_prediction_tower: one tower for boxes and classes instead of one each.
+        batch_norm: ``conv_hyperparams`` has ``batch_norm`` (the weight-shared towers then get
+            one BatchNorm per feature map instead of biases).
+    """
 
     kernel_size: int = 1
     use_depthwise: bool = False
     num_layers_before_predictor: int = 0
     box_code_size: int = 4
     activation: str = "RELU_6"
+    weight_shared: bool = False
+    depth: int = 0
+    share_prediction_tower: bool = False
+    batch_norm: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +111,7 @@ class SsdConfig:
     image_size: tuple[int, int]
     feature_extractor: FeatureExtractorConfig
     box_predictor: BoxPredictorConfig
-    anchors: AnchorConfig
+    anchors: AnchorConfig | MultiscaleAnchorConfig
     box_coder: BoxCoderScales
     nms: NmsConfig
     encode_background_as_zeros: bool = False
@@ -186,7 +208,8 @@ def read_ssd_config(path: str | Path) -> SsdConfig:
 
     Raises:
         BadInputError: the file is unreadable or does not describe an SSD model with a
-            fixed-shape resizer and an ``ssd_anchor_generator``.
+            fixed-shape resizer and an ``ssd_anchor_generator`` or
+            ``multiscale_anchor_generator``.
     """
     return ssd_config_from_message(read_pipeline_config(path), str(path))
 
@@ -206,14 +229,15 @@ def ssd_config_from_message(config: Message, source: str = "pipeline.config") ->
     ssd = _one(model, "ssd", source)
     resizer = _one(_one(ssd, "image_resizer", source), "fixed_shape_resizer", source,
                    "a fixed_shape_resizer (Edge TPU models need a static input size)")
-    anchor = _one(_one(ssd, "anchor_generator", source), "ssd_anchor_generator", source)
     extractor = _one(ssd, "feature_extractor", source)
-    predictor = _one(_one(ssd, "box_predictor", source), "convolutional_box_predictor",
-                     source)
+    fpn = _get(extractor, "fpn", {})
+    predictors = _one(ssd, "box_predictor", source)
+    weight_shared = "weight_shared_convolutional_box_predictor" in predictors
+    predictor = _one(predictors, "weight_shared_convolutional_box_predictor" if weight_shared
+                     else "convolutional_box_predictor", source)
     coder = _get(ssd, "box_coder", {}).get("faster_rcnn_box_coder", [{}])[0]
     post = _get(ssd, "post_processing", {})
     nms = _get(post, "batch_non_max_suppression", {})
-    defaults = AnchorConfig()
     return SsdConfig(
         num_classes=int(_get(ssd, "num_classes", 0)) or _missing(source, "ssd.num_classes"),
         image_size=(int(_get(resizer, "height", 300)), int(_get(resizer, "width", 300))),
@@ -225,32 +249,22 @@ def ssd_config_from_message(config: Message, source: str = "pipeline.config") ->
             use_depthwise=bool(_get(extractor, "use_depthwise", False)),
             use_explicit_padding=bool(_get(extractor, "use_explicit_padding", False)),
             activation=_activation(extractor),
+            fpn_min_level=int(_get(fpn, "min_level", 3)),
+            fpn_max_level=int(_get(fpn, "max_level", 7)),
+            additional_layer_depth=int(_get(fpn, "additional_layer_depth", 256)),
         ),
         box_predictor=BoxPredictorConfig(
-            kernel_size=int(_get(predictor, "kernel_size", 1)),
+            kernel_size=int(_get(predictor, "kernel_size", 3 if weight_shared else 1)),
             use_depthwise=bool(_get(predictor, "use_depthwise", False)),
             num_layers_before_predictor=int(_get(predictor, "num_layers_before_predictor", 0)),
             box_code_size=int(_get(predictor, "box_code_size", 4)),
             activation=_activation(predictor),
+            weight_shared=weight_shared,
+            depth=int(_get(predictor, "depth", 0)),
+            share_prediction_tower=bool(_get(predictor, "share_prediction_tower", False)),
+            batch_norm="batch_norm" in _get(predictor, "conv_hyperparams", {}),
         ),
-        anchors=AnchorConfig(
-            num_layers=int(_get(anchor, "num_layers", defaults.num_layers)),
-            min_scale=float(_get(anchor, "min_scale", defaults.min_scale)),
-            max_scale=float(_get(anchor, "max_scale", defaults.max_scale)),
-            aspect_ratios=tuple(float(v) for v in anchor.get("aspect_ratios", ()))
-            or defaults.aspect_ratios,
-            scales=tuple(float(v) for v in anchor.get("scales", ())),
-            interpolated_scale_aspect_ratio=float(_get(
-                anchor, "interpolated_scale_aspect_ratio",
-                defaults.interpolated_scale_aspect_ratio)),
-            reduce_boxes_in_lowest_layer=bool(_get(anchor, "reduce_boxes_in_lowest_layer", True)),
-            base_anchor_height=float(_get(anchor, "base_anchor_height", 1.0)),
-            base_anchor_width=float(_get(anchor, "base_anchor_width", 1.0)),
-            height_stride=tuple(int(v) for v in anchor.get("height_stride", ())),
-            width_stride=tuple(int(v) for v in anchor.get("width_stride", ())),
-            height_offset=tuple(int(v) for v in anchor.get("height_offset", ())),
-            width_offset=tuple(int(v) for v in anchor.get("width_offset", ())),
-        ),
+        anchors=_anchor_config(_one(ssd, "anchor_generator", source), source),
         box_coder=BoxCoderScales(
             y_scale=float(_get(coder, "y_scale", 10.0)),
             x_scale=float(_get(coder, "x_scale", 10.0)),
@@ -267,6 +281,43 @@ def ssd_config_from_message(config: Message, source: str = "pipeline.config") ->
         ),
         encode_background_as_zeros=bool(_get(ssd, "encode_background_as_zeros", False)),
     )
+
+
+# Anchor generator fields -> the type of their values (tuple fields repeat).
+_SSD_ANCHOR_FIELDS = {
+    "num_layers": int, "min_scale": float, "max_scale": float, "aspect_ratios": float,
+    "scales": float, "interpolated_scale_aspect_ratio": float,
+    "reduce_boxes_in_lowest_layer": bool, "base_anchor_height": float,
+    "base_anchor_width": float, "height_stride": int, "width_stride": int,
+    "height_offset": int, "width_offset": int,
+}
+_MULTISCALE_ANCHOR_FIELDS = {
+    "min_level": int, "max_level": int, "anchor_scale": float, "aspect_ratios": float,
+    "scales_per_octave": int, "normalize_coordinates": bool,
+}
+
+
+def _anchor_config(generator: Message, source: str) -> AnchorConfig | MultiscaleAnchorConfig:
+    """Return the settings of an ``ssd_anchor_generator`` or ``multiscale_anchor_generator``."""
+    if "multiscale_anchor_generator" in generator:
+        return _with_fields(MultiscaleAnchorConfig(),
+                            _one(generator, "multiscale_anchor_generator", source),
+                            _MULTISCALE_ANCHOR_FIELDS)
+    anchor = _one(generator, "ssd_anchor_generator", source,
+                  "ssd_anchor_generator or multiscale_anchor_generator")
+    return _with_fields(AnchorConfig(), anchor, _SSD_ANCHOR_FIELDS)
+
+
+def _with_fields(defaults: Any, message: Message, fields: dict[str, type]) -> Any:
+    """Return the dataclass ``defaults`` with the ``fields`` that ``message`` sets: the last
+    value of a scalar field, all values of a tuple field, each cast to its type."""
+    changes = {}
+    for name, cast in fields.items():
+        values = message.get(name)
+        if values:
+            repeated = isinstance(getattr(defaults, name), tuple)
+            changes[name] = tuple(cast(v) for v in values) if repeated else cast(values[-1])
+    return dataclasses.replace(defaults, **changes)
 
 
 def _get(message: Message, name: str, default: Any) -> Any:

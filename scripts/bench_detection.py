@@ -9,7 +9,8 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
   calibrated on the unannotated ``val2017`` images; ``map_drop = float_map - ours_int8_map``;
   variants: ``_exact_anchors`` (float anchors behind a DEQUANTIZE instead of uint8 anchors)
   ``minmax`` (plain min / max ranges instead of ReLU6 outputs at [0, 6]) and ``io_int8``
-  (int8 instead of uint8 input and output);
+  (int8 instead of uint8 input and output), ``bias_corrected`` (bias correction on, which
+  the detector default leaves off);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
 - per builder (random weights): parameter count and ``mapped_share``, the share of ops the
   offline Edge TPU analyzer maps after our quantization (the post-processing op included).
@@ -32,10 +33,11 @@ import numpy as np
 from PIL import Image
 
 from edgetpu.analyze import analyze_model
+from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
 from quant.calibration import CalibrationSet
 from quant.detection_sources import load_ssd_checkpoint
 from quant.paths import shared_data_dir
-from quant.pipeline_config import FeatureExtractorConfig, SsdConfig
+from quant.pipeline_config import BoxPredictorConfig, FeatureExtractorConfig, SsdConfig
 from quant.postprocess import DetectionHead, replace_postprocess_settings
 from quant.preprocess import inception_preprocess
 from quant.ptq import QuantizeOptions, quantize_model
@@ -54,6 +56,18 @@ BUILDERS = (
     ("ssdlite_mobilenet_v3_large", "ssd_mobilenet_v3_large", True, 320),
     ("ssdlite_mobilenet_v3_small", "ssd_mobilenet_v3_small", True, 320),
     ("ssdlite_mobilenet_edgetpu", "ssd_mobilenet_edgetpu", True, 320),
+)
+# (name = feature extractor type, input size, box predictor, anchors) of the weight-shared
+# zoo configs (samples/configs/ssd_mobilenet_v1_{ppn,fpn}_shared_box_predictor_*.config).
+WEIGHT_SHARED_BUILDERS = (
+    ("ssd_mobilenet_v1_ppn", 300,
+     BoxPredictorConfig(kernel_size=1, num_layers_before_predictor=1, weight_shared=True,
+                        depth=512, share_prediction_tower=True),
+     AnchorConfig(min_scale=0.15, reduce_boxes_in_lowest_layer=False)),
+    ("ssd_mobilenet_v1_fpn", 640,
+     BoxPredictorConfig(kernel_size=3, num_layers_before_predictor=4, weight_shared=True,
+                        depth=256),
+     MultiscaleAnchorConfig()),
 )
 
 
@@ -114,6 +128,10 @@ def main() -> None:
     int8_io.write_bytes(quantize_model(float_model, calibration_set, QuantizeOptions(
         io_type="int8", exact_anchors=True)).tflite)
     int8_io_map = score(int8_io)
+    corrected = args.out / "ssd_mobilenet_v1_0.75_depth_int8_bias_corrected.tflite"
+    corrected.write_bytes(quantize_model(float_model, calibration_set, QuantizeOptions(
+        bias_correction="on")).tflite)
+    corrected_map = score(corrected)
 
     oracle = _oracle_anchors(args.int8_model)
     anchors = head.anchors
@@ -131,8 +149,10 @@ def main() -> None:
         "ours_int8_map": round(ours_map["map"], 4),
         "ours_int8_map50": round(ours_map["map50"], 4),
         "map_drop": round(float_map["map"] - ours_map["map"], 4),
-        "quantizer": ("quant.ptq defaults: per-channel, uint8 I/O, ReLU6 ranges, uint8 anchors "
-                      "+ box offsets"),
+        "quantizer": ("quant.ptq defaults: per-channel, uint8 I/O, ReLU6 ranges, no bias "
+                      "correction (auto for detectors), uint8 anchors + box offsets"),
+        "ours_int8_map_bias_corrected": round(corrected_map["map"], 4),
+        "map_drop_bias_corrected": round(float_map["map"] - corrected_map["map"], 4),
         "ours_int8_minmax_map": round(variants["minmax", False]["map"], 4),
         "ours_int8_minmax_map_exact_anchors": round(variants["minmax", True]["map"], 4),
         "ours_int8_map_exact_anchors": round(best["map"], 4),
@@ -184,6 +204,10 @@ def _builders(v1_config: SsdConfig, head: DetectionHead,
             box_predictor=dataclasses.replace(v1_config.box_predictor,
                                               kernel_size=3 if lite else 1,
                                               use_depthwise=lite))
+    for name, size, predictor, anchors in WEIGHT_SHARED_BUILDERS:
+        variants[name] = dataclasses.replace(
+            v1_config, image_size=(size, size), feature_extractor=FeatureExtractorConfig(name),
+            box_predictor=predictor, anchors=anchors)
     rows = {}
     for name, config in variants.items():
         model = build_ssd(config, name=name)

@@ -6,6 +6,7 @@ import pytest
 from ssd_configs import pipeline_text
 
 from edgetpu.labels import label_name, read_labels
+from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
 from quant.errors import BadInputError
 from quant.fetch import locate_checkpoint
 from quant.pipeline_config import parse_text_proto, read_ssd_config, ssd_config_from_message
@@ -47,6 +48,40 @@ def test_ssdlite_config_fields():
     config = ssd_config_from_message(parse_text_proto(pipeline_text("ssdlite_mobilenet_v2")))
     assert config.feature_extractor.use_depthwise and config.box_predictor.use_depthwise
     assert config.box_predictor.kernel_size == 3
+
+
+def test_ppn_zoo_config_fields():
+    config = ssd_config_from_message(parse_text_proto(pipeline_text("ssd_mobilenet_v1_ppn")))
+    assert config.feature_extractor.type == "ssd_mobilenet_v1_ppn"
+    predictor = config.box_predictor
+    assert predictor.weight_shared and predictor.share_prediction_tower and predictor.batch_norm
+    assert (predictor.depth, predictor.num_layers_before_predictor, predictor.kernel_size) == (
+        512, 1, 1)
+    assert isinstance(config.anchors, AnchorConfig)
+    assert config.anchors.min_scale == 0.15 and not config.anchors.reduce_boxes_in_lowest_layer
+
+
+def test_fpn_zoo_config_fields():
+    text = pipeline_text("ssd_mobilenet_v1_fpn")
+    config = ssd_config_from_message(parse_text_proto(text))
+    extractor, predictor = config.feature_extractor, config.box_predictor
+    assert (extractor.type, extractor.fpn_min_level, extractor.fpn_max_level,
+            extractor.additional_layer_depth) == ("ssd_mobilenet_v1_fpn", 3, 7, 256)
+    assert predictor.weight_shared and not predictor.share_prediction_tower
+    assert (predictor.depth, predictor.num_layers_before_predictor, predictor.kernel_size) == (
+        256, 4, 3)
+    assert config.anchors == MultiscaleAnchorConfig(3, 7, 4.0, (1.0, 2.0, 0.5), 2)
+    assert config.image_size == (640, 640) and config.encode_background_as_zeros
+    text = text.replace("type: 'ssd_mobilenet_v1_fpn'", "type: 'ssd_mobilenet_v1_fpn' fpn { "
+                        "min_level: 2 max_level: 6 additional_layer_depth: 128 }")
+    text = text.replace("kernel_size: 3", "").replace("scales_per_octave: 2", "")
+    text = text.replace("anchor_scale: 4.0", "anchor_scale: 3.0 normalize_coordinates: false")
+    config = ssd_config_from_message(parse_text_proto(text))
+    extractor = config.feature_extractor
+    assert (extractor.fpn_min_level, extractor.fpn_max_level,
+            extractor.additional_layer_depth) == (2, 6, 128)
+    assert config.box_predictor.kernel_size == 3  # the weight-shared predictor's default
+    assert config.anchors == MultiscaleAnchorConfig(3, 7, 3.0, (1.0, 2.0, 0.5), 2, False)
 
 
 def test_non_ssd_and_dynamic_resizer_are_refused():

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 from ssd_configs import BUILDERS, pipeline_text, random_variables, write_export
 
+from quant.anchors import ssd_anchors
 from quant.checkpoints import checkpoint_variable_name, open_checkpoint
 from quant.detection_sources import feature_map_sizes, load_ssd_checkpoint
 from quant.errors import BadInputError
 from quant.models.ssd import build_ssd
 from quant.pipeline_config import parse_text_proto, ssd_config_from_message
+
+V1 = "FeatureExtractor/MobilenetV1"
+SHARED = "WeightSharedConvolutionalBoxPredictor"
+BN = ("beta", "gamma", "moving_mean", "moving_variance")
 
 # Variables (and shapes) of the public OD API checkpoints that each builder must name.
 KNOWN_VARIABLES = {
@@ -67,7 +72,64 @@ KNOWN_VARIABLES = {
             (1, 1, 192, 256),
         "BoxPredictor_0/BoxEncodingPredictor_depthwise/depthwise_weights": (3, 3, 384, 1),
     },
+    # ssd_mobilenet_v1_ppn_feature_extractor.py + WeightSharedConvolutionalBoxPredictor with
+    # share_prediction_tower, depth 512, one 1x1 layer, 6 anchors per location.
+    "ssd_mobilenet_v1_ppn": {
+        f"{V1}/Conv2d_11_pointwise/weights": (1, 1, 512, 512),
+        f"{SHARED}/PredictionTower/conv2d_0/weights": (1, 1, 512, 512),
+        f"{SHARED}/PredictionTower/conv2d_0/BatchNorm/feature_5/moving_variance": (512,),
+        f"{SHARED}/BoxPredictor/weights": (1, 1, 512, 24),
+        f"{SHARED}/BoxPredictor/biases": (24,),
+        f"{SHARED}/ClassPredictor/weights": (1, 1, 512, 546),
+    },
+    # ssd_mobilenet_v1_fpn_feature_extractor.py (levels 3-7 from Conv2d_5 / 11 / 13), four
+    # 3x3 layers per tower, depth 256.
+    "ssd_mobilenet_v1_fpn": {
+        **{f"{V1}/fpn/projection_{i}/weights": (1, 1, depth, 256)
+           for i, depth in ((1, 256), (2, 512), (3, 1024))},
+        f"{V1}/fpn/projection_3/biases": (256,),
+        f"{V1}/fpn/smoothing_1/weights": (3, 3, 256, 256),
+        f"{V1}/fpn/smoothing_2/BatchNorm/gamma": (256,),
+        f"{V1}/fpn/bottom_up_Conv2d_14/weights": (3, 3, 256, 256),
+        f"{V1}/fpn/bottom_up_Conv2d_15/BatchNorm/moving_mean": (256,),
+        f"{SHARED}/BoxPredictionTower/conv2d_3/weights": (3, 3, 256, 256),
+        f"{SHARED}/ClassPredictionTower/conv2d_0/BatchNorm/feature_4/beta": (256,),
+        **{f"{SHARED}/{head}/weights": (3, 3, 256, depth)
+           for head, depth in (("BoxPredictor", 24), ("ClassPredictor", 546))},
+    },
 }
+# Variables of the OD API PPN checkpoint that its network never reads (mobilenet_v1_base
+# is built up to Conv2d_13_pointwise, the pyramid starts at Conv2d_11_pointwise).
+PPN_UNUSED = {
+    **{f"{V1}/Conv2d_12_depthwise/depthwise_weights": (3, 3, 512, 1),
+       f"{V1}/Conv2d_12_pointwise/weights": (1, 1, 512, 1024),
+       f"{V1}/Conv2d_13_depthwise/depthwise_weights": (3, 3, 1024, 1),
+       f"{V1}/Conv2d_13_pointwise/weights": (1, 1, 1024, 1024)},
+    **{f"{V1}/Conv2d_{i}_{part}/BatchNorm/{v}": (depth,) for v in BN
+       for i, part, depth in ((12, "depthwise", 512), (12, "pointwise", 1024),
+                              (13, "depthwise", 1024), (13, "pointwise", 1024))},
+}
+
+
+def _shared_predictor_names(towers: tuple[str, ...], layers: int, maps: int) -> set[str]:
+    """The WeightSharedConvolutionalBoxPredictor variables: shared conv weights, one BatchNorm
+    per feature map, box and class predictors with biases."""
+    names = {f"{SHARED}/{head}/{v}" for head in ("BoxPredictor", "ClassPredictor")
+             for v in ("weights", "biases")}
+    for tower in towers:
+        for i in range(layers):
+            names.add(f"{SHARED}/{tower}/conv2d_{i}/weights")
+            names |= {f"{SHARED}/{tower}/conv2d_{i}/BatchNorm/feature_{m}/{v}"
+                      for m in range(maps) for v in BN}
+    return names
+
+
+def _fpn_names() -> set[str]:
+    """The ``fpn`` variables of levels 3-7: projections with biases, convs with BatchNorm."""
+    names = {f"{V1}/fpn/projection_{i}/{v}" for i in (1, 2, 3) for v in ("weights", "biases")}
+    for conv in ("smoothing_1", "smoothing_2", "bottom_up_Conv2d_14", "bottom_up_Conv2d_15"):
+        names |= {f"{V1}/fpn/{conv}/weights"} | {f"{V1}/fpn/{conv}/BatchNorm/{v}" for v in BN}
+    return names
 
 
 def _config(name: str, **kwargs):
@@ -127,6 +189,87 @@ def test_synthetic_export_loads_through_the_loader(tmp_path, name):
     boxes, scores = loaded.model.outputs
     assert boxes.shape[1] == scores.shape[1] == len(loaded.head.anchors)
     assert scores.shape[2] == 91 and loaded.head.settings.num_classes == 90
+
+
+@pytest.mark.parametrize("name, expected, anchors", [
+    ("ssd_mobilenet_v1_ppn", _shared_predictor_names(("PredictionTower",), 1, 6),
+     6 * (19**2 + 10**2 + 5**2 + 3**2 + 2**2 + 1)),
+    ("ssd_mobilenet_v1_fpn",
+     _fpn_names() | _shared_predictor_names(("BoxPredictionTower", "ClassPredictionTower"), 4, 5),
+     6 * (80**2 + 40**2 + 20**2 + 10**2 + 5**2)),
+])
+def test_weight_shared_builders_match_the_zoo_configs(name, expected, anchors):
+    """Every non-backbone variable is one the OD API creates (and nothing else); the anchor
+    count follows the config: PPN 6 boxes on 19..1, FPN 2 scales x 3 ratios on levels 3-7."""
+    model = _built(name)
+    shapes = _variable_shapes(model)
+    assert {n for n in shapes if not n.startswith(f"{V1}/Conv2d_")} == expected
+    assert tuple(model.outputs[0].shape) == (1, anchors, 4)
+    assert tuple(model.outputs[1].shape) == (1, anchors, 91)
+    config = _config(name)
+    assert len(ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)) == anchors
+
+
+@pytest.mark.parametrize("name, size", [("ssd_mobilenet_v1_ppn", 300),
+                                        ("ssd_mobilenet_v1_fpn", 320)])
+def test_weight_shared_export_loads_by_name(tmp_path, name, size):
+    """A synthetic OD API checkpoint (the PPN's unused Conv2d_12/13 included) loads into the
+    builder by name and reproduces its outputs; a missing variable is named."""
+    text = pipeline_text(name, size=size)
+    source = build_ssd(ssd_config_from_message(parse_text_proto(text)))
+    variables = random_variables(source)
+    for layer in source.layers:
+        layer.set_weights([variables[checkpoint_variable_name(layer.name, w.name)]
+                           for w in layer.weights])
+    extra = {k: np.ones(v, np.float32) for k, v in PPN_UNUSED.items()} \
+        if name == "ssd_mobilenet_v1_ppn" else {}
+    loaded = load_ssd_checkpoint(write_export(tmp_path / name, text, variables | extra))
+    assert loaded.loaded == len(variables)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    for ours, reference in zip(loaded.model(x), source(x), strict=True):
+        np.testing.assert_allclose(ours.numpy(), reference.numpy(), atol=1e-5)
+    assert loaded.model.outputs[0].shape[1] == len(loaded.head.anchors)
+    missing = f"{SHARED}/BoxPredictor/biases"
+    with pytest.raises(BadInputError, match=missing):
+        load_ssd_checkpoint(write_export(
+            tmp_path / "missing", text, {k: v for k, v in variables.items() if k != missing}))
+    stray = {f"{SHARED}/ProjectionLayer/conv2d_0/weights": np.zeros((1, 1, 8, 8), np.float32)}
+    with pytest.raises(BadInputError, match="took .* of the checkpoint"):
+        load_ssd_checkpoint(write_export(tmp_path / "stray", text, variables | extra | stray))
+
+
+def test_fpn_needs_levels_that_halve_exactly():
+    with pytest.raises(BadInputError, match="FPN"):
+        build_ssd(_config("ssd_mobilenet_v1_fpn", size=300))
+
+
+@pytest.mark.parametrize("name, size", [("ssd_mobilenet_v1_ppn", 300),
+                                        ("ssd_mobilenet_v1_fpn", 128)])
+def test_weight_shared_int8_maps_to_the_edgetpu(tmp_path, name, size):
+    """Our PTQ of the random-weight builder leaves only the post-processing on the CPU (the
+    FPN's nearest-neighbour upsampling and max-pooled PPN maps included)."""
+    from edgetpu.analyze import analyze_model
+    from quant.calibration import CalibrationSet
+    from quant.postprocess import DetectionHead
+    from quant.preprocess import inception_preprocess
+    from quant.ptq import QuantizeOptions, quantize_model
+    from quant.sources import FloatModel
+
+    config = _config(name, size=size)
+    model = build_ssd(config)
+    anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
+    float_model = FloatModel(model=model, preprocess=inception_preprocess(size), name=name,
+                             task="detect", source="random weights",
+                             postprocess=DetectionHead.from_config(config, anchors))
+    pixels = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
+                            QuantizeOptions(rounding="nearest", require_edgetpu=False))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(result.tflite)
+    analysis = analyze_model(path)
+    assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}
+    opcodes = {op.opcode for op in analysis.ops}
+    assert ("MAX_POOL_2D" if name.endswith("ppn") else "RESIZE_NEAREST_NEIGHBOR") in opcodes
 
 
 def test_stray_and_missing_variables_are_named(tmp_path):

@@ -8,6 +8,14 @@ the backbone under ``FeatureExtractor/<Backbone>``, extra feature maps named by
 predictors ``BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}`` (with ``_depthwise``
 separable parts in SSDLite). See :mod:`quant.models._layers` for the naming rule.
 
+Two MobileNet v1 extractors build their own feature maps: ``ssd_mobilenet_v1_ppn`` pools
+``Conv2d_11_pointwise`` five times (``pooling_pyramid_feature_maps``), ``ssd_mobilenet_v1_fpn``
+adds a feature pyramid (``FeatureExtractor/MobilenetV1/fpn/{projection_N,smoothing_N,
+bottom_up_Conv2d_N}``). Both come with the ``weight_shared_convolutional_box_predictor``:
+one set of convolutions (``WeightSharedConvolutionalBoxPredictor/{BoxPredictionTower,
+ClassPredictionTower or PredictionTower}/conv2d_N``, ``.../{BoxPredictor,ClassPredictor}``)
+applied to every feature map, with one BatchNorm per map (``conv2d_N/BatchNorm/feature_M``).
+
 Example::
 
     config = read_ssd_config("pipeline.config")
@@ -18,12 +26,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 from quant._tensorflow import keras
 from quant.anchors import anchors_per_location
 from quant.errors import BadInputError
-from quant.models._layers import conv_bn, depthwise_bn
+from quant.models._layers import BATCH_NORM_EPSILON, conv_bn, depthwise_bn
 from quant.models.mobilenet_edgetpu import V3_EDGETPU
 from quant.models.mobilenet_v1 import mobilenet_v1_features
 from quant.models.mobilenet_v2 import mobilenet_v2_features
@@ -36,6 +45,12 @@ layers = keras.layers
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
 BOX_ENCODINGS = "box_encodings"
 CLASS_SCORES = "class_scores"
+WEIGHT_SHARED = "WeightSharedConvolutionalBoxPredictor"
+_V1_SCOPE = "FeatureExtractor/MobilenetV1"
+# MobileNet v1 endpoints of FPN levels 2, 3, 4, 5 (ssd_mobilenet_v1_fpn_feature_extractor.py).
+_FPN_BLOCKS = ("Conv2d_3_pointwise", "Conv2d_5_pointwise", "Conv2d_11_pointwise",
+               "Conv2d_13_pointwise")
+_PPN_LAYERS = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +93,7 @@ def _trunk_endpoints(spec, first: str, last: str) -> Callable[[object, SsdConfig
 
 
 _BACKBONES: dict[str, _Backbone] = {
-    "ssd_mobilenet_v1": _Backbone("FeatureExtractor/MobilenetV1", _mobilenet_v1_endpoints,
-                                  "Conv2d_13_pointwise"),
+    "ssd_mobilenet_v1": _Backbone(_V1_SCOPE, _mobilenet_v1_endpoints, "Conv2d_13_pointwise"),
     "ssd_mobilenet_v2": _Backbone("FeatureExtractor/MobilenetV2", _mobilenet_v2_endpoints,
                                   "layer_19"),
     # ssd_mobilenet_v3_feature_extractor.py: from_layer of the large / small extractors.
@@ -99,9 +113,108 @@ _BACKBONES: dict[str, _Backbone] = {
 }
 
 
+def _depth(config: SsdConfig, channels: int) -> int:
+    fe = config.feature_extractor
+    return max(int(channels * fe.depth_multiplier), fe.min_depth)
+
+
+def _multi_resolution_feature_maps(backbone: _Backbone, inputs, config: SsdConfig) -> list:
+    """Two backbone endpoints and four stride-2 maps (``multi_resolution_feature_maps``)."""
+    feature_maps = backbone.endpoints(inputs, config, backbone.scope)
+    x = feature_maps[-1]
+    prefix = f"{backbone.scope}/{backbone.base_name}"
+    for index, layer_depth in enumerate(EXTRA_LAYER_DEPTHS, start=len(feature_maps)):
+        half = _depth(config, layer_depth // 2)
+        x = conv_bn(x, half, 1, 1, f"{prefix}_1_Conv2d_{index}_1x1_{half}")
+        scope = f"{prefix}_2_Conv2d_{index}_3x3_s2_{_depth(config, layer_depth)}"
+        if config.feature_extractor.use_depthwise:
+            x = depthwise_bn(x, 2, f"{scope}_depthwise")
+            x = conv_bn(x, _depth(config, layer_depth), 1, 1, scope)
+        else:
+            x = conv_bn(x, _depth(config, layer_depth), 3, 2, scope)
+        feature_maps.append(x)
+    return feature_maps
+
+
+def _ppn_feature_maps(inputs, config: SsdConfig) -> list:
+    """``Conv2d_11_pointwise`` and five 2x2 / 2 'SAME' max pools of it (the OD API PPN)."""
+    fe = config.feature_extractor
+    x = mobilenet_v1_features(inputs, fe.depth_multiplier, fe.min_depth,
+                              _V1_SCOPE)["Conv2d_11_pointwise"]
+    feature_maps = [x]
+    for index in range(_PPN_LAYERS - 1):
+        x = layers.MaxPooling2D(2, 2, padding="same",
+                                name=f"FeatureExtractor/MaxPool2d_{index}_2x2")(x)
+        feature_maps.append(x)
+    return feature_maps
+
+
+def _fpn_feature_maps(inputs, config: SsdConfig) -> list:
+    """FPN levels ``fpn_min_level`` ... ``fpn_max_level`` over MobileNet v1 (the OD API FPN).
+
+    Levels up to 5 are the top-down maps of ``_FPN_BLOCKS``; higher levels are 3x3 / 2
+    convs (``bottom_up_Conv2d_14``...) on the level-5 map.
+    """
+    fe = config.feature_extractor
+    ends = mobilenet_v1_features(inputs, fe.depth_multiplier, fe.min_depth, _V1_SCOPE)
+    base_max_level = min(fe.fpn_max_level, 5)
+    blocks = _FPN_BLOCKS[fe.fpn_min_level - 2:base_max_level - 1]
+    depth = _depth(config, fe.additional_layer_depth)
+    scope = f"{_V1_SCOPE}/fpn"
+    feature_maps = _fpn_top_down([ends[block] for block in blocks], depth, scope)
+    x = feature_maps[-1]
+    for level in range(base_max_level + 1, fe.fpn_max_level + 1):
+        x = conv_bn(x, depth, 3, 2, f"{scope}/bottom_up_Conv2d_{level - base_max_level + 13}")
+        feature_maps.append(x)
+    return feature_maps
+
+
+def _fpn_top_down(features: list, depth: int, scope: str) -> list:
+    """``fpn_top_down_feature_maps`` (TF-slim): finest map first.
+
+    The coarsest map is a 1x1 projection (with bias); each finer one is its own projection
+    plus the 2x nearest-neighbour upsampled sum above it, then a 3x3 ``smoothing`` conv. As
+    in the slim version, the sum (not the smoothed map) is what goes up to the next level.
+    """
+    levels = len(features)
+    top_down = layers.Conv2D(depth, 1, use_bias=True,
+                             name=f"{scope}/projection_{levels}")(features[-1])
+    outputs = [top_down]
+    for level in reversed(range(levels - 1)):
+        top_down = layers.UpSampling2D(
+            2, interpolation="nearest", name=f"{scope}/top_down/upsampling_{level + 1}")(top_down)
+        residual = layers.Conv2D(depth, 1, use_bias=True,
+                                 name=f"{scope}/projection_{level + 1}")(features[level])
+        if tuple(top_down.shape[1:3]) != tuple(residual.shape[1:3]):
+            raise BadInputError(
+                f"FPN: an upsampled {tuple(top_down.shape[1:3])} map does not match the "
+                f"{tuple(residual.shape[1:3])} map below it; every FPN level must halve the "
+                "one below exactly (an image size that is a multiple of 32, 640 in the zoo)"
+            )
+        top_down = layers.Add(name=f"{scope}/top_down/add_{level + 1}")([top_down, residual])
+        outputs.append(conv_bn(top_down, depth, 3, 1, f"{scope}/smoothing_{level + 1}"))
+    return outputs[::-1]
+
+
+_FEATURE_EXTRACTORS: dict[str, Callable[[object, SsdConfig], list]] = {
+    **{kind: functools.partial(_multi_resolution_feature_maps, backbone)
+       for kind, backbone in _BACKBONES.items()},
+    "ssd_mobilenet_v1_ppn": _ppn_feature_maps,
+    "ssd_mobilenet_v1_fpn": _fpn_feature_maps,
+}
+# Checkpoint scopes the OD API builds but no feature map reads (the PPN stops at Conv2d_11).
+_UNUSED_SCOPES = {"ssd_mobilenet_v1_ppn": (f"{_V1_SCOPE}/Conv2d_12_", f"{_V1_SCOPE}/Conv2d_13_")}
+
+
 def list_feature_extractors() -> list[str]:
     """Return the ``feature_extractor.type`` values :func:`build_ssd` supports."""
-    return sorted(_BACKBONES)
+    return sorted(_FEATURE_EXTRACTORS)
+
+
+def unused_checkpoint_scopes(config: SsdConfig) -> tuple[str, ...]:
+    """Return the prefixes of checkpoint variables the OD API creates but the network of
+    ``config`` never uses (MobileNet v1 ``Conv2d_12`` / ``Conv2d_13`` of the PPN)."""
+    return _UNUSED_SCOPES.get(config.feature_extractor.type, ())
 
 
 def build_ssd(config: SsdConfig, name: str | None = None):
@@ -118,9 +231,9 @@ def build_ssd(config: SsdConfig, name: str | None = None):
     Raises:
         BadInputError: an architecture option this builder does not implement.
     """
-    fe, predictor = config.feature_extractor, config.box_predictor
-    backbone = _BACKBONES.get(fe.type)
-    if backbone is None:
+    fe = config.feature_extractor
+    extractor = _FEATURE_EXTRACTORS.get(fe.type)
+    if extractor is None:
         raise BadInputError(
             f"feature extractor {fe.type!r} is not supported; supported: "
             f"{list_feature_extractors()}"
@@ -128,39 +241,36 @@ def build_ssd(config: SsdConfig, name: str | None = None):
     _check_supported(config)
     height, width = config.image_size
     inputs = keras.Input((height, width, 3), batch_size=1, name="normalized_input_image_tensor")
-    feature_maps = backbone.endpoints(inputs, config, backbone.scope)
-    x = feature_maps[-1]
-
-    def depth(channels: int) -> int:
-        return max(int(channels * fe.depth_multiplier), fe.min_depth)
-
-    for index, layer_depth in enumerate(EXTRA_LAYER_DEPTHS, start=len(feature_maps)):
-        prefix = f"{backbone.scope}/{backbone.base_name}"
-        x = conv_bn(x, depth(layer_depth // 2), 1, 1,
-                    f"{prefix}_1_Conv2d_{index}_1x1_{depth(layer_depth // 2)}")
-        scope = f"{prefix}_2_Conv2d_{index}_3x3_s2_{depth(layer_depth)}"
-        if fe.use_depthwise:
-            x = depthwise_bn(x, 2, f"{scope}_depthwise")
-            x = conv_bn(x, depth(layer_depth), 1, 1, scope)
-        else:
-            x = conv_bn(x, depth(layer_depth), 3, 2, scope)
-        feature_maps.append(x)
-
-    boxes, scores = [], []
-    num_slots = config.num_classes + 1
-    for index, (feature_map, anchors) in enumerate(
-        zip(feature_maps, anchors_per_location(config.anchors), strict=True)
-    ):
-        scope = f"BoxPredictor_{index}"
-        box = _predictor_conv(feature_map, anchors * predictor.box_code_size,
-                              f"{scope}/BoxEncodingPredictor", config)
-        boxes.append(layers.Reshape((-1, predictor.box_code_size), name=f"{scope}/Reshape")(box))
-        cls = _predictor_conv(feature_map, anchors * num_slots, f"{scope}/ClassPredictor", config)
-        scores.append(layers.Reshape((-1, num_slots), name=f"{scope}/Reshape_1")(cls))
+    feature_maps = extractor(inputs, config)
+    per_location = anchors_per_location(config.anchors)
+    if len(per_location) != len(feature_maps):
+        raise BadInputError(
+            f"unsupported SSD settings in pipeline.config: {len(per_location)} anchor layers "
+            f"for the {len(feature_maps)} feature maps of {fe.type}"
+        )
+    predict = _weight_shared_predictions if config.box_predictor.weight_shared \
+        else _convolutional_predictions
+    boxes, scores = predict(feature_maps, per_location, config)
     box_encodings = layers.Concatenate(axis=1, name=BOX_ENCODINGS)(boxes)
     logits = layers.Concatenate(axis=1, name="concat_1")(scores)
     class_scores = layers.Activation("sigmoid", name=CLASS_SCORES)(logits)
     return keras.Model(inputs, [box_encodings, class_scores], name=name or fe.type)
+
+
+def _convolutional_predictions(feature_maps: list, per_location: list[int],
+                               config: SsdConfig) -> tuple[list, list]:
+    """``ConvolutionalBoxPredictor``: one ``BoxPredictor_N`` per feature map."""
+    predictor = config.box_predictor
+    boxes, scores = [], []
+    num_slots = config.num_classes + 1
+    for index, (feature_map, anchors) in enumerate(zip(feature_maps, per_location, strict=True)):
+        scope = f"BoxPredictor_{index}"
+        box = _predictor_conv(feature_map, anchors * predictor.box_code_size,
+                              f"{scope}/BoxEncodingPredictor", config)
+        cls = _predictor_conv(feature_map, anchors * num_slots, f"{scope}/ClassPredictor", config)
+        boxes.append(layers.Reshape((-1, predictor.box_code_size), name=f"{scope}/Reshape")(box))
+        scores.append(layers.Reshape((-1, num_slots), name=f"{scope}/Reshape_1")(cls))
+    return boxes, scores
 
 
 def _predictor_conv(x, filters: int, scope: str, config: SsdConfig):
@@ -172,6 +282,59 @@ def _predictor_conv(x, filters: int, scope: str, config: SsdConfig):
     return layers.Conv2D(filters, kernel, padding="same", use_bias=True, name=scope)(x)
 
 
+def _weight_shared_predictions(feature_maps: list, per_location: list[int],
+                               config: SsdConfig) -> tuple[list, list]:
+    """``WeightSharedConvolutionalBoxPredictor``: the same layers on every feature map.
+
+    Each tower is ``num_layers_before_predictor`` convs (no bias when BatchNorm follows),
+    each followed by that feature map's own BatchNorm and ReLU6; the box and class
+    predictors read their tower (or the shared ``PredictionTower``).
+    """
+    predictor = config.box_predictor
+    channels = {int(feature_map.shape[-1]) for feature_map in feature_maps}
+    if len(set(per_location)) > 1 or len(channels) > 1:
+        raise BadInputError(
+            f"weight_shared_convolutional_box_predictor needs the same anchors per location "
+            f"({per_location}) and channels ({sorted(channels)}) on every feature map"
+        )
+    towers = ("PredictionTower",) if predictor.share_prediction_tower \
+        else ("BoxPredictionTower", "ClassPredictionTower")
+    convs = {tower: [layers.Conv2D(predictor.depth, predictor.kernel_size, padding="same",
+                                   use_bias=not predictor.batch_norm,
+                                   name=f"{WEIGHT_SHARED}/{tower}/conv2d_{i}")
+                     for i in range(predictor.num_layers_before_predictor)]
+             for tower in towers}
+    num_slots = config.num_classes + 1
+    box_head, class_head = (
+        layers.Conv2D(per_location[0] * size, predictor.kernel_size, padding="same",
+                      use_bias=True, name=f"{WEIGHT_SHARED}/{head}")
+        for head, size in (("BoxPredictor", predictor.box_code_size),
+                           ("ClassPredictor", num_slots)))
+    boxes, scores = [], []
+    for index, feature_map in enumerate(feature_maps):
+        features = [_tower(feature_map, convs[tower], index, predictor.batch_norm)
+                    for tower in towers]
+        # Op scopes of the OD API graph: WeightSharedConvolutionalBoxPredictor, ..._1, ...
+        scope = f"{WEIGHT_SHARED}_{index}" if index else WEIGHT_SHARED
+        boxes.append(layers.Reshape((-1, predictor.box_code_size), name=f"{scope}/Reshape")(
+            box_head(features[0])))
+        scores.append(layers.Reshape((-1, num_slots), name=f"{scope}/Reshape_1")(
+            class_head(features[-1])))
+    return boxes, scores
+
+
+def _tower(x, convs: list, feature_index: int, batch_norm: bool):
+    """Shared convs, each with feature map ``feature_index``'s BatchNorm, then ReLU6."""
+    for conv in convs:
+        x = conv(x)
+        if batch_norm:
+            x = layers.BatchNormalization(
+                epsilon=BATCH_NORM_EPSILON,
+                name=f"{conv.name}/BatchNorm/feature_{feature_index}")(x)
+        x = layers.ReLU(6.0, name=f"{conv.name}/Relu6_{feature_index}")(x)
+    return x
+
+
 def _check_supported(config: SsdConfig) -> None:
     fe, predictor = config.feature_extractor, config.box_predictor
     problems = []
@@ -179,10 +342,15 @@ def _check_supported(config: SsdConfig) -> None:
         problems.append(f"activation {fe.activation} (only RELU_6)")
     if fe.use_explicit_padding:
         problems.append("use_explicit_padding")
-    if predictor.num_layers_before_predictor:
+    if predictor.num_layers_before_predictor and not predictor.weight_shared:
         problems.append(f"num_layers_before_predictor {predictor.num_layers_before_predictor}")
-    if config.anchors.num_layers != 2 + len(EXTRA_LAYER_DEPTHS):
-        problems.append(f"{config.anchors.num_layers} anchor layers (6 feature maps)")
+    if predictor.weight_shared and predictor.use_depthwise:
+        problems.append("use_depthwise in weight_shared_convolutional_box_predictor")
+    if fe.type == "ssd_mobilenet_v1_fpn":
+        if fe.use_depthwise:
+            problems.append("use_depthwise in ssd_mobilenet_v1_fpn (its modified conv defs)")
+        if not 2 <= fe.fpn_min_level <= min(fe.fpn_max_level, 5):
+            problems.append(f"fpn levels {fe.fpn_min_level}..{fe.fpn_max_level} (min in 2..5)")
     if config.nms.score_converter not in ("SIGMOID",):
         problems.append(f"score_converter {config.nms.score_converter} (only SIGMOID)")
     if problems:
