@@ -235,8 +235,7 @@ def _add_unary(model: Any, graph: Any, tensor: int, builtin: int, suffix: str,
     from tensorflow.lite.python import schema_py_generated as schema
 
     source = graph.tensors[tensor]
-    name = source.name.decode() if isinstance(source.name, bytes) else source.name
-    index = add_tensor(model, graph, schema, f"{name}{suffix}", source.shape,
+    index = add_tensor(model, graph, schema, f"{tensor_name(source)}{suffix}", source.shape,
                         tensor_type=tensor_type, quantization=quantization)
     op = schema.OperatorT()
     op.opcodeIndex = opcode_index(model, schema, builtin)
@@ -319,6 +318,11 @@ def anchor_offsets(head: DetectionHead) -> np.ndarray:
     return np.where(np.concatenate([usable, usable], axis=1),
                     np.concatenate([centres, size_scales * log_ratio], axis=1),
                     0.0).astype(np.float32)
+
+
+def tensor_name(tensor: Any) -> str:
+    """Return a TensorT's name as text (flatbuffer_utils reads names as bytes)."""
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
 
 
 def add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,

@@ -57,7 +57,7 @@ def quantized():
     calibration = CalibrationSet(pixels[:8], (), "random", "-")
     lowered = quantize_model(float_model, calibration).tflite
     original = hard_swish.lower_hard_swish
-    hard_swish.lower_hard_swish = lambda calibrated: (calibrated, 0)
+    hard_swish.lower_hard_swish = lambda calibrated: calibrated
     try:
         fused = quantize_model(float_model, calibration,
                                QuantizeOptions(require_edgetpu=False)).tflite
@@ -89,4 +89,4 @@ def test_models_without_hard_swish_are_unchanged():
     from quant.ptq import convert
 
     calibrated = convert.calibrate(model, lambda: (np.ones((1, 4), np.float32) for _ in range(2)))
-    assert hard_swish.lower_hard_swish(calibrated) == (calibrated, 0)
+    assert hard_swish.lower_hard_swish(calibrated) is calibrated

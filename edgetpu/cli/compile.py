@@ -205,6 +205,5 @@ def _mib(size: int | None) -> str:
     return "?" if size is None else f"{size / 2**20:.2f} MiB"
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

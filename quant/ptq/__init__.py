@@ -156,7 +156,7 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
         calibrated, stats_inputs, options.per_tensor, options.rounding,
         options.corrects_bias(float_model.task))
     timings["weights_s"] = time.perf_counter() - mark
-    calibrated, _ = hard_swish.lower_hard_swish(calibrated)
+    calibrated = hard_swish.lower_hard_swish(calibrated)
     if float_model.task == "detect" and options.io_type != "float" and not options.exact_anchors:
         from quant.postprocess import anchor_offsets
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.postprocess import add_tensor, opcode_index
+from quant.postprocess import add_tensor, opcode_index, tensor_name
 from quant.ptq.ranges import read_model, write_model
 
 _ADD = 0  # BuiltinOperator.ADD
@@ -41,7 +41,7 @@ def add_box_offsets(calibrated: bytes, offsets: np.ndarray) -> bytes:
     quantization = schema.QuantizationParametersT()
     quantization.min = [float(boxes.quantization.min[0]) + float(offsets.min())]
     quantization.max = [float(boxes.quantization.max[0]) + float(offsets.max())]
-    output = add_tensor(model, graph, schema, _name(boxes) + "_offset", shape,
+    output = add_tensor(model, graph, schema, tensor_name(boxes) + "_offset", shape,
                         quantization=quantization)
     op = schema.OperatorT()
     op.opcodeIndex = opcode_index(model, schema, _ADD)
@@ -52,7 +52,3 @@ def add_box_offsets(calibrated: bytes, offsets: np.ndarray) -> bytes:
     graph.operators.append(op)
     graph.outputs[position] = output
     return write_model(model)
-
-
-def _name(tensor) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name

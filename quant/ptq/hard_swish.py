@@ -13,29 +13,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.postprocess import add_tensor, opcode_index
+from quant.postprocess import add_tensor, opcode_index, tensor_name
+from quant.ptq.layers import builtin_code
 from quant.ptq.ranges import read_model, write_model
 
 _ADD, _MUL, _HARD_SWISH = 0, 18, 117  # BuiltinOperator
 _RELU6 = 3  # ActivationFunctionType
 
 
-def lower_hard_swish(calibrated: bytes) -> tuple[bytes, int]:
-    """Return the calibrated model with every HARD_SWISH lowered, and how many there were."""
+def lower_hard_swish(calibrated: bytes) -> bytes:
+    """Return the calibrated model with every HARD_SWISH lowered (unchanged without any)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = read_model(calibrated)
     graph = model.subgraphs[0]
-    positions = [i for i, op in enumerate(graph.operators) if _builtin(model, op) == _HARD_SWISH]
+    positions = [i for i, op in enumerate(graph.operators)
+                 if builtin_code(model, op) == _HARD_SWISH]
     if not positions:
-        return calibrated, 0
+        return calibrated
     three = _scalar(model, graph, schema, "hard_swish/three", 3.0)
     sixth = _scalar(model, graph, schema, "hard_swish/one_sixth", 1.0 / 6.0)
     for position in reversed(positions):
         op = graph.operators[position]
         x, y = int(op.inputs[0]), int(op.outputs[0])
         low, high = graph.tensors[y].quantization.min[0], graph.tensors[y].quantization.max[0]
-        name = _name(graph.tensors[y])
+        name = tensor_name(graph.tensors[y])
         gate = _activation(model, graph, schema, f"{name}/gate", graph.tensors[x].shape, 0.0, 6.0)
         product = _activation(model, graph, schema, f"{name}/times_6", graph.tensors[x].shape,
                               6.0 * low, 6.0 * high)
@@ -49,16 +51,7 @@ def lower_hard_swish(calibrated: bytes) -> tuple[bytes, int]:
             _op(model, schema, _MUL, [product, sixth], y, schema.BuiltinOptions.MulOptions,
                 schema.MulOptionsT()),
         ]
-    return write_model(model), len(positions)
-
-
-def _builtin(model, op) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-
-def _name(tensor) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+    return write_model(model)
 
 
 def _scalar(model, graph, schema, name: str, value: float) -> int:
