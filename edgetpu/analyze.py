@@ -1,41 +1,54 @@
-"""Offline prediction of what ``edgetpu_compiler`` (16.0) maps to the Edge TPU, op by op.
+"""Offline prediction of what ``edgetpu_compiler`` maps to the Edge TPU, op by op.
 
 The compiler is closed source and x86-64 Linux only; this module reads the ``.tflite``
-graph (never an interpreter) and applies the documented rules (Coral's "TensorFlow models on
-the Edge TPU" page, summarised in DESIGN.md):
+graph (never an interpreter) and applies rules written from Coral's documentation and from
+real compiler logs. Every rule is an entry of :data:`RULES` with the compiler's status text,
+the fix, its evidence, and whether a real compile showed it (``seen``) or it is reasoned from
+documents and neighbouring observations (``inferred``). In short:
 
 1. the op must be one the compiler maps, at an op version its TFLite parser knows
-   (:data:`COMPILER_MAX_OP_VERSIONS`; a newer version makes the whole compilation fail);
-2. every activation tensor must be 8-bit (int8 / uint8; LSTM state may be int16), with a
-   static shape and at most 3 dimensions larger than 1;
-3. op-specific limits (fused activations on pools / concatenation, a constant Concatenation
-   input only as a 2-input zero padding, equal dilation, default FullyConnected weights,
-   Softmax size, StridedSlice strides and masks, Mean over y / x only, no Pad of the batch,
-   Squeeze of leading dims only, precise resize factors); DEQUANTIZE and custom ops are
-   reported as the compiler does ("Operation is working on an unsupported data type" for
-   DEQUANTIZE and ``TFLite_Detection_PostProcess``);
-4. the single-partition rule: without ``-a`` the compiler makes one Edge TPU subgraph, so an op
-   fed (directly or not) by an op that runs on the CPU after the Edge TPU part stays on the
-   CPU too ("More than one subgraph is not supported"). A CPU op before any Edge TPU op
-   (a float-to-int8 QUANTIZE at the input) does not split the graph.
+   (a newer version makes the whole compilation fail), on the targeted Edge TPU runtime
+   (``-m``; :mod:`edgetpu.compiler_versions`);
+2. every activation tensor must be 8-bit, with a static shape (a -1 batch of size 1 in the
+   shape signature is fine), at most 3 dimensions larger than 1, and not too large for the
+   op (two innermost dimensions; whole TRANSPOSE / RESHAPE tensors);
+3. op-specific limits (fused activations, dilation, FullyConnected weights, Softmax depth,
+   StridedSlice strides, Mean axes, Pad / Squeeze dims, resize factors, Concatenation
+   constants); a float-input QUANTIZE, DEQUANTIZE and custom ops stay on the CPU;
+4. the single-partition rule: without ``-a`` the compiler makes one Edge TPU subgraph, so an
+   op fed (directly or not) by an op that runs on the CPU after the Edge TPU part stays on the
+   CPU too ("More than one subgraph is not supported"). CPU ops before any Edge TPU op (a
+   float-to-int8 QUANTIZE at the input) do not split the graph. ``-i`` tensors end the Edge
+   TPU part where the user says.
 
-Statuses are the compiler's own texts; ``reason`` says precisely why, ``fix`` what to do.
-Compiled models (``*_edgetpu.tflite``) are described as they are: Edge TPU custom ops, what
-stayed on the CPU, pipeline segment, Edge TPU payload size.
+Statuses are the compiler's own texts; ``reason`` says precisely why, ``fix`` what to do,
+``confidence`` whether the rule was seen in a real compile. When ops stay on the CPU the
+summary names the ``-i`` cut that keeps the Edge TPU part whole; when the compilation would
+fail, the one change that fixes it. Compiled models (``*_edgetpu.tflite``) are described as
+they are.
 
-Validated against the real compiler on the source / compiled pairs in ``../shared/data/coral``
-(``scripts/bench_analyzer.py``).
+Checked against the real compiler on every pair of ``../shared/data/coral`` and
+``../shared/data/coral_wild`` (``scripts/bench_analyzer.py``).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgetpu.compiler_versions import (
+    COMPILER_MAX_OP_VERSIONS,
+    INT8_MIN_RUNTIME,
+    OP_MIN_RUNTIME,
+    OP_MIN_RUNTIME_SEEN,
+    CompilerRelease,
+    find_release,
+    target_runtime,
+)
 from edgetpu.tflite_model import (
     DETECTION_POSTPROCESS,
     EDGETPU_CUSTOM_OP,
@@ -45,6 +58,9 @@ from edgetpu.tflite_model import (
     read_model,
 )
 from quant.errors import BadInputError
+
+__all__ = ["COMPILER_MAX_OP_VERSIONS", "RULES", "Analysis", "OpVerdict", "Rule",
+           "analyze_model", "compiler_table", "format_report", "format_table"]
 
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"
@@ -56,74 +72,145 @@ UNSPECIFIED_LIMITATION = ("Operation is otherwise supported, but not mapped due 
                           "unspecified limitation")
 CPU_IN_COMPILED = "Runs on the CPU (left outside edgetpu-custom-op by the compiler)"
 COMPILED = "Compiled for the Edge TPU"
+SEEN = "seen"
+INFERRED = "inferred"
 
-#: Highest version of each builtin op that the TFLite parser inside edgetpu_compiler
-#: 16.0.384591198 knows; a higher version, or a builtin op missing here, makes the whole
-#: compilation fail ("Didn't find op for builtin opcode 'CONV_2D' version '6'", "Model could
-#: not be parsed"). The table holds, for every op, the highest version that TensorFlow 2.5.0
-#: reads: TFLite's op-version -> runtime-version map
-#: (tensorflow/lite/tools/versioning/runtime_version.cc), entries up to runtime "2.5.0".
-#: Why TF 2.5: every public report of compiler 16.0 rejects a version added in TF 2.7 or later
-#: (google-coral/edgetpu issues 631: CONV_2D 6 = TF 2.9; 879: QUANTIZE 3 = TF 2.7; 845:
-#: TRANSPOSE_CONV 4; libedgetpu 71: EXP 2), compiler 15.0 already rejected TF 2.5 additions
-#: (issues 384: RSQRT 2, 340: REVERSE_V2 3), and Coral's compiled pairs in the shared data
-#: use FULLY_CONNECTED 4, SOFTMAX 2, CONV_2D 3, DEPTHWISE_CONV_2D 3, ADD 2, MEAN 2,
-#: QUANTIZE 1, RESHAPE 1. Versions added in TF 2.6 (ADD 4, MUL 5, PAD 4, PADV2 4,
-#: STRIDED_SLICE 6, ABS 4, REDUCE_PROD 2) are left out: no report settles them, and they
-#: are int16 / int64 / string variants that an 8-bit model never uses. TF 2.21's full-integer
-#: converter writes CONV_2D 3, DEPTHWISE_CONV_2D 3, FULLY_CONNECTED 4 (per-channel or not),
-#: ADD 2, MUL 2, MEAN 2, PAD 2, CONCATENATION 2, pools 2, LOGISTIC 2, SOFTMAX 2,
-#: RESIZE_BILINEAR 3, TRANSPOSE_CONV 2, QUANTIZE 1 (checked here), all within the table.
-COMPILER_MAX_OP_VERSIONS: dict[str, int] = {
-    "ABS": 3, "ADD": 3, "ADD_N": 1, "ARG_MAX": 2, "ARG_MIN": 2, "AVERAGE_POOL_2D": 3,
-    "BATCH_MATMUL": 4, "BATCH_TO_SPACE_ND": 3, "BIDIRECTIONAL_SEQUENCE_LSTM": 3,
-    "BIDIRECTIONAL_SEQUENCE_RNN": 3, "BROADCAST_TO": 3, "CALL_ONCE": 1, "CAST": 1, "CEIL": 1,
-    "COMPLEX_ABS": 1, "CONCATENATION": 3, "CONV_2D": 5, "CONV_3D": 1, "COS": 1, "CUMSUM": 1,
-    "DENSIFY": 1, "DEPTH_TO_SPACE": 2, "DEPTHWISE_CONV_2D": 6, "DEQUANTIZE": 4, "DIV": 2,
-    "ELU": 1, "EMBEDDING_LOOKUP": 3, "EMBEDDING_LOOKUP_SPARSE": 1, "EQUAL": 3, "EXP": 1,
-    "EXPAND_DIMS": 1, "FAKE_QUANT": 2, "FILL": 3, "FLOOR": 1, "FLOOR_DIV": 2, "FLOOR_MOD": 1,
-    "FULLY_CONNECTED": 9, "GATHER": 5, "GATHER_ND": 3, "GREATER": 2, "GREATER_EQUAL": 2,
-    "HARD_SWISH": 1, "HASHTABLE": 1, "HASHTABLE_FIND": 1, "HASHTABLE_IMPORT": 1,
-    "HASHTABLE_LOOKUP": 1, "HASHTABLE_SIZE": 1, "IF": 1, "IMAG": 1, "L2_NORMALIZATION": 2,
-    "L2_POOL_2D": 1, "LEAKY_RELU": 2, "LESS": 2, "LESS_EQUAL": 2,
-    "LOCAL_RESPONSE_NORMALIZATION": 1, "LOG": 1, "LOG_SOFTMAX": 2, "LOGICAL_AND": 1,
-    "LOGICAL_NOT": 1, "LOGICAL_OR": 1, "LOGISTIC": 3, "LSH_PROJECTION": 1, "LSTM": 4,
-    "MATRIX_DIAG": 1, "MATRIX_SET_DIAG": 1, "MAX_POOL_2D": 3, "MAXIMUM": 4, "MEAN": 3,
-    "MINIMUM": 4, "MIRROR_PAD": 2, "MUL": 4, "NEG": 1, "NON_MAX_SUPPRESSION_V4": 1,
-    "NON_MAX_SUPPRESSION_V5": 1, "NOT_EQUAL": 3, "ONE_HOT": 1, "PACK": 3, "PAD": 3, "PADV2": 3,
-    "POW": 1, "PRELU": 1, "QUANTIZE": 2, "RANGE": 1, "RANK": 1, "REAL": 1, "REDUCE_ANY": 1,
-    "REDUCE_MAX": 3, "REDUCE_MIN": 3, "REDUCE_PROD": 1, "RELU": 3, "RELU6": 3,
-    "RELU_N1_TO_1": 1, "RESHAPE": 1, "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4,
-    "REVERSE_SEQUENCE": 1, "REVERSE_V2": 3, "RFFT2D": 1, "RNN": 3, "ROUND": 1, "RSQRT": 2,
-    "SCATTER_ND": 1, "SEGMENT_SUM": 1, "SELECT": 2, "SELECT_V2": 1, "SHAPE": 1, "SIN": 1,
-    "SKIP_GRAM": 1, "SLICE": 5, "SOFTMAX": 3, "SPACE_TO_BATCH_ND": 3, "SPACE_TO_DEPTH": 2,
-    "SPARSE_TO_DENSE": 3, "SPLIT": 4, "SPLIT_V": 2, "SQRT": 1, "SQUARE": 1,
-    "SQUARED_DIFFERENCE": 2, "SQUEEZE": 2, "STRIDED_SLICE": 5, "SUB": 5, "SUM": 2, "SVDF": 4,
-    "TANH": 3, "TILE": 2, "TOPK_V2": 2, "TRANSPOSE": 5, "TRANSPOSE_CONV": 3,
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": 3, "UNIDIRECTIONAL_SEQUENCE_RNN": 3, "UNIQUE": 1,
-    "UNPACK": 4, "WHERE": 1, "WHILE": 1, "ZEROS_LIKE": 1,
+#: Largest Softmax depth the Edge TPU maps (Coral: at most 16,000 elements).
+SOFTMAX_MAX_ELEMENTS = 16000
+#: Largest product of a tensor's two innermost dimensions that maps. Inferred: between the
+#: largest seen mapping (176,400: CONCATENATION to [1,84,2100], goalbuddy_yolov8n_320.log
+#: has only one CONCATENATION "otherwise supported") and the smallest seen failing (230,400:
+#: RESHAPE to [1,144,1600], the same log); 192 KiB is the round number between them.
+MAX_ROW_ELEMENTS = 196608
+#: Largest TRANSPOSE input that maps, in elements. Inferred: [1,20,20,144] (57,600) maps and
+#: [1,4,16,2100] (134,400) does not (goalbuddy_yolov8n_320.log: "TRANSPOSE 2 Mapped",
+#: "TRANSPOSE 3 ... unspecified limitation"); 2^16 lies between them.
+TRANSPOSE_MAX_ELEMENTS = 1 << 16
+#: Largest RESHAPE input that maps, in elements. Inferred: [1,40,40,255] (408,000) maps and
+#: [1,80,80,255] (1,632,000) does not (sandhya1708_yolov5n.log: "RESHAPE 3 Mapped", "RESHAPE 3
+#: ... unspecified limitation"; Coral: "Certain reshapes might not be mapped for large tensor
+#: sizes"); 2^20 lies between them.
+RESHAPE_MAX_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the prediction: the compiler's status, the fix, and its evidence."""
+
+    status: str
+    fix: str
+    confidence: str
+    evidence: str
+
+
+_SEEN_LOGS = "../shared/data/coral_wild"
+#: Every rule the analyzer applies. ``evidence`` names a real compile (a log line of a pair in
+#: ``../shared/data/coral`` or ``coral_wild``, or a compiler output quoted in a public issue)
+#: for ``seen`` rules, and the document or reasoning for ``inferred`` ones.
+RULES: dict[str, Rule] = {
+    "mapped": Rule(MAPPED, "", SEEN, "ops listed in SEEN_MAPPED were mapped in a real compile"),
+    "detection_postprocess": Rule(
+        UNSUPPORTED_DATA_TYPE, "custom ops always run on the CPU; keep them at the end of the "
+        "graph", INFERRED, "Coral: custom ops run on the CPU; the SSD post-processing op is "
+        "last and has float outputs"),
+    "custom_op": Rule(
+        NOT_SUPPORTED, "custom ops always run on the CPU; keep them at the end of the graph",
+        INFERRED, "Coral models-intro: only the listed builtin ops map"),
+    "op_version": Rule(
+        VERSION_NOT_SUPPORTED, "convert with an older TFLite converter (TF 2.5-2.8) or disable "
+        "the feature that raised the op version (e.g. per-channel dense layers, int16)", SEEN,
+        "\"Didn't find op for builtin opcode 'CONV_2D' version '6'\" (google-coral/edgetpu "
+        "issue 631; also 879, 845, 384, 340)"),
+    "runtime_version": Rule(
+        NOT_SUPPORTED, "compile for a newer Edge TPU runtime (a higher -m, or the compiler's "
+        "default) and update libedgetpu on the device", SEEN,
+        "compiler 14.1 (runtime 13): \"TRANSPOSE 42 Operation not supported\" (issue 242); "
+        "compiler 16.0 maps TRANSPOSE (goalbuddy_yolov8n_320.log)"),
+    "dequantize": Rule(
+        UNSUPPORTED_DATA_TYPE, "make the model's output int8 / uint8 (inference_output_type) "
+        "or accept the DEQUANTIZE on the CPU (cheap)", SEEN,
+        "system_software_lab_mnist4.log: \"DEQUANTIZE 1 Operation is working on an unsupported "
+        "data type\""),
+    "float_quantize": Rule(
+        UNSPECIFIED_LIMITATION, "quantize the model's input too (inference_input_type int8 / "
+        "uint8), or accept the input QUANTIZE on the CPU (cheap)", SEEN,
+        "system_software_lab_mnist4.log, jorgitou98_quantrl_cifar_ch32.log: \"QUANTIZE 1 "
+        "Operation is otherwise supported, but not mapped ...\" for a float32 input"),
+    "not_edgetpu_op": Rule(
+        NOT_SUPPORTED, "replace the layer with Edge TPU ops (coral.ai/docs/edgetpu/models-intro) "
+        "or move it after the last Edge TPU op", SEEN,
+        "janniswolf_autoencoder_leakyrelu.log: \"LEAKY_RELU 2 Operation not supported\"; "
+        "jorgitou98_rllib_pong10: CAST left on the CPU"),
+    "data_type": Rule(
+        UNSUPPORTED_DATA_TYPE, "quantize every tensor to int8/uint8 (full-integer post-training "
+        "quantization with a representative dataset, or quantization-aware training)", INFERRED,
+        "Coral models-intro: \"Tensor parameters are quantized (8-bit fixed-point numbers; int8 "
+        "or uint8)\""),
+    "int8_runtime": Rule(
+        UNSUPPORTED_DATA_TYPE, "compile for Edge TPU runtime 12 or later (-m 12), or quantize to "
+        "uint8", SEEN, "compiler 14.1 with -m 10 / -m 11 on an int8 model: \"CONV_2D 70 "
+        "Operation is working on an unsupported data type\" (issue 222)"),
+    "dynamic_shape": Rule(
+        UNSPECIFIED_LIMITATION, "give the model a static input shape before converting (the "
+        "compiler reports this as 'Model not quantized')", INFERRED,
+        "Coral models-intro: \"Tensor sizes are constant at compile-time (no dynamic sizes)\"; "
+        "a -1 batch of size 1 is mapped (system_software_lab_mnist4.log, compiler 15; "
+        "jorgitou98_quantrl_cifar_ch32.log, compiler 16: signature [-1,32,32,3], all mapped)"),
+    "rank": Rule(
+        UNSUPPORTED_RANK, "reshape so that at most the 3 innermost dimensions are larger than 1 "
+        "(batch 1)", SEEN, "insam_srgan_quant: the rank-5 RESHAPE / TRANSPOSE of the pixel "
+        "shuffle stay on the CPU; Coral models-intro: \"only the 3 innermost dimensions may "
+        "have a size greater than 1\""),
+    "row_size": Rule(
+        UNSPECIFIED_LIMITATION, "cut the model before this op (compile with -i, see below) or "
+        "lower the input resolution; the CPU runs it otherwise", SEEN,
+        "goalbuddy_yolov8n_640.log: LOGISTIC on [1,80,8400] \"otherwise supported\", on "
+        "[1,80,2100] (the 320 log) not; sandhya1708_yolov5n.log: RESHAPE to [1,4800,85]; the "
+        "threshold itself is inferred (MAX_ROW_ELEMENTS)"),
+    "transpose_size": Rule(
+        UNSPECIFIED_LIMITATION, "cut the model before this op (compile with -i) or transpose a "
+        "smaller tensor", SEEN, "goalbuddy_yolov8n_320.log: TRANSPOSE of [1,40,40,144] "
+        "\"otherwise supported\", of [1,20,20,144] mapped; the threshold is inferred"),
+    "reshape_size": Rule(
+        UNSPECIFIED_LIMITATION, "cut the model before this op (compile with -i) or reshape a "
+        "smaller tensor", SEEN, "sandhya1708_yolov5n.log: RESHAPE of [1,80,80,255] \"otherwise "
+        "supported\", of [1,40,40,255] mapped; Coral: \"Certain reshapes might not be mapped "
+        "for large tensor sizes\"; the threshold is inferred"),
+    "fused_activation": Rule(
+        UNSPECIFIED_LIMITATION, "apply the activation as a separate layer", INFERRED,
+        "Coral models-intro: Concatenation, AveragePool2d, MaxPool2d \"No fused activation "
+        "function\""),
+    "limitation": Rule(
+        UNSPECIFIED_LIMITATION, "change the layer's parameters as the reason says, or accept "
+        "CPU execution", INFERRED, "Coral models-intro, supported-operations table"),
+    "resize_scale": Rule(
+        UNSPECIFIED_LIMITATION, "resize by an integer factor (or from a map larger than 1x1), "
+        "or accept CPU execution", SEEN, "deeplabv3_mnv2_dm05_pascal_quant: the 1x1 -> 33x33 "
+        "RESIZE_BILINEAR stays on the CPU"),
+    "partition": Rule(
+        MORE_THAN_ONE_SUBGRAPH, "fix the first op that stays on the CPU, cut the model there "
+        "with -i, or compile with -a (--enable_multiple_subgraphs, experimental)", SEEN,
+        "janniswolf_autoencoder_leakyrelu.log: \"FULLY_CONNECTED 1 More than one subgraph is "
+        "not supported\" after a LEAKY_RELU"),
+    "intermediate_tensors": Rule(
+        MORE_THAN_ONE_SUBGRAPH, "name later tensors with -i to keep more on the Edge TPU",
+        INFERRED, "edgetpu_compiler -i: \"All operators following these tensors will not be "
+        "compiled for the Edge TPU\" (coral.ai/docs/edgetpu/compiler)"),
 }
 
-#: Largest Softmax input the Edge TPU maps (Coral: 1-D, at most 16,000 elements).
-SOFTMAX_MAX_ELEMENTS = 16000
-
-#: What to do about each kind of problem.
-FIXES: dict[str, str] = {
-    "unsupported_op": "replace the layer with Edge TPU ops (coral.ai/docs/edgetpu/models-intro) "
-                      "or move it after the last Edge TPU op",
-    "custom_op": "custom ops always run on the CPU; keep them at the end of the graph",
-    "op_version": "convert with an older TFLite converter (TF 2.5-2.8) or disable the feature "
-                  "that raised the op version (e.g. per-channel dense layers, int16)",
-    "data_type": "quantize every tensor to int8/uint8 (full-integer post-training "
-                 "quantization with a representative dataset, or quantization-aware training)",
-    "dynamic_shape": "give the model a static input shape with batch 1 before converting "
-                     "(the compiler reports this as 'Model not quantized')",
-    "rank": "reshape so that at most the 3 innermost dimensions are larger than 1 "
-            "(batch 1)",
-    "fused_activation": "apply the activation as a separate layer",
-    "limitation": "change the layer's parameters as the reason says, or accept CPU execution",
-    "partition": "fix the first op that stays on the CPU, or compile with -a "
-                 "(--enable_multiple_subgraphs, experimental)",
+#: Ops that a real compile mapped, with where (a pair in ../shared/data). An op mapped by a
+#: rule but never seen mapped gets ``confidence: inferred``.
+SEEN_MAPPED: dict[str, str] = {
+    "ADD": "mobilenet_v1 / deeplabv3 (coral)", "AVERAGE_POOL_2D": "mobilenet_v1 (coral)",
+    "CONCATENATION": "goalbuddy_yolov8n_320", "CONV_2D": "mobilenet_v1 (coral)",
+    "DEPTHWISE_CONV_2D": "mobilenet_v1 (coral)", "FULLY_CONNECTED": "marcelloceresini_mnist_mlp",
+    "LOGISTIC": "goalbuddy_yolov8n_320", "MAX_POOL_2D": "s123600g_asr_speech",
+    "MEAN": "evo4np_tm_classifier", "MUL": "s123600g_asr_speech", "PAD": "evo4np_tm_classifier",
+    "PRELU": "insam_srgan_quant", "QUANTIZE": "zye1996_ocr_lpr", "RESHAPE": "marcelloceresini_"
+    "mnist_mlp", "RESIZE_NEAREST_NEIGHBOR": "goalbuddy_yolov8n_320",
+    "SOFTMAX": "jorgitou98_quantrl_cifar_ch32", "SPLIT": "xuesichen_yamnet_spectra_in",
+    "STRIDED_SLICE": "goalbuddy_yolov8n_320", "TANH": "jorgitou98_rllib_taxi_uint8",
+    "TRANSPOSE": "goalbuddy_yolov8n_320", "UNIDIRECTIONAL_SEQUENCE_LSTM": "keras_lstm_mnist_ptq",
 }
 
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH",
@@ -133,7 +220,11 @@ _EIGHT_BIT = {"INT8", "UINT8"}
 
 @dataclass(frozen=True)
 class OpVerdict:
-    """The prediction for one operator (``opcode`` as in the compiler's table)."""
+    """The prediction for one operator (``opcode`` as in the compiler's table).
+
+    ``rule`` is the key of :data:`RULES` that decided it; ``confidence`` is ``seen`` when a
+    real compile showed that outcome, ``inferred`` when it rests on documents or reasoning.
+    """
 
     index: int
     opcode: str
@@ -143,12 +234,14 @@ class OpVerdict:
     reason: str = ""
     fix: str = ""
     custom: bool = False
+    rule: str = "mapped"
+    confidence: str = SEEN
 
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as JSON-ready data."""
         return {"index": self.index, "opcode": self.opcode, "version": self.version,
                 "mapped": self.mapped, "status": self.status, "reason": self.reason,
-                "fix": self.fix}
+                "fix": self.fix, "rule": self.rule, "confidence": self.confidence}
 
 
 @dataclass(frozen=True)
@@ -187,34 +280,49 @@ class Analysis:
         return json.dumps(self.to_json(), indent=2)
 
 
-def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False) -> Analysis:
-    """Predict, op by op, what edgetpu_compiler 16.0 does with a ``.tflite`` model.
+def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False, *,
+                  compiler_version: str | None = None, min_runtime_version: int | None = None,
+                  intermediate_tensors: Iterable[str] = ()) -> Analysis:
+    """Predict, op by op, what ``edgetpu_compiler`` does with a ``.tflite`` model.
 
     Args:
         path: a ``.tflite`` file; a compiled ``*_edgetpu.tflite`` is described instead.
         enable_multiple_subgraphs: predict for ``edgetpu_compiler -a`` (no single-partition
             rule).
+        compiler_version: the compiler release ("16.0", "15", "2.1" ...); default the current.
+        min_runtime_version: the ``-m`` value; default the release's newest runtime.
+        intermediate_tensors: the ``-i`` tensor names: ops after them stay on the CPU.
 
     Returns:
         An :class:`Analysis` with one :class:`OpVerdict` per operator of the main subgraph.
 
     Raises:
-        BadInputError: the file is missing or not a valid TFLite model.
+        BadInputError: the file is missing or not a valid TFLite model, the version is
+            unknown, or an ``-i`` tensor is not in the model.
     """
+    release = find_release(compiler_version)
+    runtime = target_runtime(release, min_runtime_version)
     model = read_model(path)
     if model.is_compiled:
         return _describe_compiled(model)
+    cut = _tensor_indices(model, intermediate_tensors)
     verdicts = []
     for op in model.operators:
         try:
-            verdicts.append(_judge(model, op))
+            verdicts.append(_judge(model, op, runtime))
         except (IndexError, KeyError) as exc:  # an op without the inputs its kind has
             raise BadInputError(f"{model.path}: operator {op.index} ({op.opcode}) lacks "
                                 "inputs or outputs its kind needs; corrupt model, export it "
                                 "again") from exc
+    if cut:
+        verdicts = _after_intermediate_tensors(model, verdicts, cut)
+    single = _single_partition(model, verdicts)
     if not enable_multiple_subgraphs:
-        verdicts = _single_partition(model, verdicts)
-    return Analysis(model.path, False, verdicts, _summary(model, verdicts))
+        verdicts = single
+    summary = _summary(model, verdicts, release, runtime)
+    summary["suggested_intermediate_tensors"] = _suggest_cut(model, single)
+    summary["next_step"] = _next_step(model, summary, enable_multiple_subgraphs)
+    return Analysis(model.path, False, verdicts, summary)
 
 
 def compiler_table(ops: list[OpVerdict], custom_names: bool = False) -> list[tuple[str, int, str]]:
@@ -225,15 +333,19 @@ def compiler_table(ops: list[OpVerdict], custom_names: bool = False) -> list[tup
     """
     counts: Counter[tuple[str, str]] = Counter()
     for op in ops:
-        name = "CUSTOM" if op.custom and not custom_names else op.opcode
-        counts[(name, op.status)] += 1
+        counts[(_table_name(op, custom_names), op.status)] += 1
     return [(name, count, status) for (name, status), count in counts.items()]
 
 
-def format_table(rows: list[tuple[str, int, str]]) -> str:
-    """Return rows in the compiler's fixed-width ``Operator  Count  Status`` format."""
+def format_table(rows: list[tuple[str, int, str]], inferred: set[tuple[str, str]] = frozenset()
+                 ) -> str:
+    """Return rows in the compiler's fixed-width ``Operator  Count  Status`` format.
+
+    Rows in ``inferred`` (``(operator, status)``) get a trailing ``*``.
+    """
     lines = [f"{'Operator':<30} {'Count':<10} Status", ""]
-    lines += [f"{name:<30} {count:<10} {status}" for name, count, status in rows]
+    lines += [f"{name:<30} {count:<10} {status}" + (" *" if (name, status) in inferred else "")
+              for name, count, status in rows]
     return "\n".join(lines)
 
 
@@ -246,13 +358,21 @@ def format_report(analysis: Analysis) -> str:
                      f"payload {s['edgetpu_payload_bytes']:,} bytes"
                      + (f", segment {s['segment'][0]} of {s['segment'][1]}"
                         if s.get("segment") else ""))
-    lines += ["", format_table(compiler_table(analysis.ops, analysis.compiled)), ""]
+    else:
+        lines.append(f"Predicted for edgetpu_compiler {s['compiler_version']}, Edge TPU "
+                     f"runtime {s['runtime_version']}")
+    inferred = {(_table_name(op, analysis.compiled), op.status) for op in analysis.ops
+                if op.confidence == INFERRED}
+    lines += ["", format_table(compiler_table(analysis.ops, analysis.compiled), inferred)]
+    if inferred:
+        lines.append("* rests on an inferred rule (not seen in a real compile)")
+    lines.append("")
     lines.append(f"Operations: {s['ops']}, on the Edge TPU: {s['mapped']}, "
                  f"on the CPU: {s['on_cpu']}; parameters: {s['parameter_bytes']:,} bytes")
     if s.get("compile_error"):
         lines.append(f"Predicted compilation failure: {s['compile_error']}")
-    problems = [op for op in analysis.ops
-                if not op.mapped and op.reason and op.status != MORE_THAN_ONE_SUBGRAPH]
+    problems = [op for op in analysis.ops if not op.mapped and op.reason
+                and op.status != MORE_THAN_ONE_SUBGRAPH]
     followers = [op for op in analysis.ops if op.status == MORE_THAN_ONE_SUBGRAPH]
     if problems or followers:
         lines += ["", "Why and what to do:"]
@@ -260,156 +380,208 @@ def format_report(analysis: Analysis) -> str:
                   + (f"\n      fix: {op.fix}" if op.fix else "") for op in problems]
     if followers:
         listed = ", ".join(f"{op.index} {op.opcode}" for op in followers)
-        lines.append(f"  ops {listed}: supported, but fed by an op that runs on the CPU after "
-                     f"the Edge TPU part (one Edge TPU subgraph only)\n      fix: "
-                     f"{FIXES['partition']}")
+        lines.append(f"  ops {listed}: supported, but after the end of the Edge TPU part (one "
+                     f"Edge TPU subgraph only)\n      fix: {RULES['partition'].fix}")
+    if s.get("next_step"):
+        lines += ["", f"Next: {s['next_step']}"]
     return "\n".join(lines)
+
+
+def _table_name(op: OpVerdict, custom_names: bool) -> str:
+    return "CUSTOM" if op.custom and not custom_names else op.opcode
 
 
 # --- rules --------------------------------------------------------------------------------
 
-_Check = Callable[[Model, Operator], "tuple[str, str, str] | None"]
+_Found = "tuple[str, str] | None"  # (rule key, reason)
+_Check = Callable[[Model, Operator], _Found]
 
 
-def _judge(model: Model, op: Operator) -> OpVerdict:
-    def verdict(status: str, reason: str, fix_key: str) -> OpVerdict:
-        return OpVerdict(op.index, op.opcode, op.version, False, status, reason, FIXES[fix_key],
-                         op.custom)
+def _judge(model: Model, op: Operator, runtime: int) -> OpVerdict:
+    def verdict(rule_key: str, reason: str, confidence: str | None = None) -> OpVerdict:
+        rule = RULES[rule_key]
+        return OpVerdict(op.index, op.opcode, op.version, False, rule.status, reason, rule.fix,
+                         op.custom, rule_key, confidence or rule.confidence)
 
     if op.custom:
         if op.opcode == DETECTION_POSTPROCESS:
-            return verdict(UNSUPPORTED_DATA_TYPE, "the SSD post-processing custom op runs on the "
-                           "CPU by design (float outputs)", "custom_op")
-        return verdict(NOT_SUPPORTED, f"custom op {op.opcode!r} has no Edge TPU implementation",
-                       "custom_op")
+            return verdict("detection_postprocess", "the SSD post-processing custom op runs on "
+                           "the CPU by design (float outputs)")
+        return verdict("custom_op", f"custom op {op.opcode!r} has no Edge TPU implementation")
     highest = COMPILER_MAX_OP_VERSIONS.get(op.opcode)
     if highest is None:
-        return verdict(VERSION_NOT_SUPPORTED, f"{op.opcode} is newer than the compiler's "
-                       "TFLite parser (TF 2.5); the compilation would fail", "op_version")
+        return verdict("op_version", f"{op.opcode} is newer than the compiler's TFLite parser "
+                       "(TF 2.5); the compilation would fail")
     if op.version > highest:
-        return verdict(VERSION_NOT_SUPPORTED, f"op version {op.version} is newer than the "
-                       f"compiler's (at most {highest}); the compilation would fail",
-                       "op_version")
-    if op.opcode == "DEQUANTIZE":  # the compiler's own status for it (float output)
-        return verdict(UNSUPPORTED_DATA_TYPE, "DEQUANTIZE produces float data, which the Edge "
-                       "TPU does not compute", "data_type")
+        return verdict("op_version", f"op version {op.version} is newer than the compiler's "
+                       f"(at most {highest}); the compilation would fail")
+    if op.opcode == "DEQUANTIZE":
+        return verdict("dequantize", "DEQUANTIZE produces float data, which the Edge TPU does "
+                       "not compute")
+    if op.opcode == "QUANTIZE" and model.tensors[op.inputs[0]].dtype not in _EIGHT_BIT:
+        return verdict("float_quantize", "QUANTIZE of a float input: the compiler leaves it on "
+                       "the CPU")
     if op.opcode not in _OP_CHECKS:
-        return verdict(NOT_SUPPORTED, f"{op.opcode} is not an Edge TPU operation",
-                       "unsupported_op")
-    for problem in (_check_types, _check_shapes, _OP_CHECKS[op.opcode]):
-        found = problem(model, op)
+        return verdict("not_edgetpu_op", f"{op.opcode} is not an Edge TPU operation",
+                       SEEN if op.opcode in SEEN_NOT_SUPPORTED else INFERRED)
+    needed = OP_MIN_RUNTIME.get(op.opcode, 0)
+    if needed > runtime:
+        return verdict("runtime_version", f"{op.opcode} needs Edge TPU runtime {needed}; this "
+                       f"compilation targets runtime {runtime}",
+                       SEEN if op.opcode in OP_MIN_RUNTIME_SEEN else INFERRED)
+    for check in (_check_types, _check_shapes, _OP_CHECKS[op.opcode]):
+        found = check(model, op)
         if found:
             return verdict(*found)
-    return OpVerdict(op.index, op.opcode, op.version, True, MAPPED)
+    if runtime < INT8_MIN_RUNTIME and any(t.dtype == "INT8" for t in _activations(model, op)):
+        return verdict("int8_runtime", f"int8 tensors need Edge TPU runtime {INT8_MIN_RUNTIME} "
+                       f"or later; this compilation targets runtime {runtime}")
+    confidence = SEEN if op.opcode in SEEN_MAPPED else INFERRED
+    return OpVerdict(op.index, op.opcode, op.version, True, MAPPED, confidence=confidence)
 
 
-def _check_types(model: Model, op: Operator) -> tuple[str, str, str] | None:
-    for index in op.inputs + op.outputs:
-        tensor = model.tensors[index] if index >= 0 else None
-        if tensor is None or tensor.is_constant:
-            continue
+#: Ops a real compile reported as "Operation not supported" or left on the CPU for that reason.
+SEEN_NOT_SUPPORTED = frozenset({"LEAKY_RELU", "CAST", "ARG_MAX", "HARD_SWISH", "GATHER_ND",
+                                "FLOOR_MOD"})
+
+
+def _activations(model: Model, op: Operator) -> list[Tensor]:
+    return [model.tensors[i] for i in op.inputs + op.outputs
+            if i >= 0 and not model.tensors[i].is_constant]
+
+
+def _check_types(model: Model, op: Operator) -> tuple[str, str] | None:
+    for tensor in _activations(model, op):
         allowed = _EIGHT_BIT | ({"INT16"} if tensor.is_variable else set())
         if tensor.dtype not in allowed:
-            return (UNSUPPORTED_DATA_TYPE, f"tensor {tensor.name!r} is {tensor.dtype}; the Edge "
-                    "TPU computes on 8-bit quantized tensors only", "data_type")
+            return ("data_type", f"tensor {tensor.name!r} is {tensor.dtype}; the Edge TPU "
+                    "computes on 8-bit quantized tensors only")
         if not tensor.quantized:
-            return (UNSUPPORTED_DATA_TYPE, f"tensor {tensor.name!r} has no quantization "
-                    "parameters", "data_type")
+            return ("data_type", f"tensor {tensor.name!r} has no quantization parameters")
     allowed_constants = _EIGHT_BIT | {"INT32", "INT64"}  # weights; biases, shapes, axes
     constants = [t for t in model.constant_inputs(op) if t.dtype not in allowed_constants]
     if constants:
-        return (UNSUPPORTED_DATA_TYPE, f"constant {constants[0].name!r} is "
-                f"{constants[0].dtype}", "data_type")
+        return ("data_type", f"constant {constants[0].name!r} is {constants[0].dtype}")
     return None
 
 
-def _check_shapes(model: Model, op: Operator) -> tuple[str, str, str] | None:
-    for index in op.inputs + op.outputs:
-        if index < 0:
-            continue
-        tensor = model.tensors[index]
-        if tensor.is_constant:
-            continue
-        if tensor.is_dynamic:
-            return (UNSPECIFIED_LIMITATION, f"tensor {tensor.name!r} has a dynamic shape "
-                    f"{list(tensor.signature)}", "dynamic_shape")
+def _check_shapes(model: Model, op: Operator) -> tuple[str, str] | None:
+    for tensor in _activations(model, op):
+        if _is_dynamic(tensor):
+            return ("dynamic_shape", f"tensor {tensor.name!r} has a dynamic shape "
+                    f"{list(tensor.signature)}")
         if len(tensor.shape) > 3 and any(d > 1 for d in tensor.shape[:-3]):
-            return (UNSUPPORTED_RANK, f"tensor {tensor.name!r} has shape {list(tensor.shape)}: "
-                    "more than the 3 innermost dimensions are larger than 1", "rank")
+            return ("rank", f"tensor {tensor.name!r} has shape {list(tensor.shape)}: more than "
+                    "the 3 innermost dimensions are larger than 1")
+        row = _row_elements(tensor)
+        if row > MAX_ROW_ELEMENTS:
+            return ("row_size", f"tensor {tensor.name!r} {list(tensor.shape)} has {row:,} "
+                    f"elements in its two innermost dimensions (at most {MAX_ROW_ELEMENTS:,} "
+                    "map)")
     return None
+
+
+def _is_dynamic(tensor: Tensor) -> bool:
+    """A dimension unknown at compile time; a -1 batch of size 1 is not (rule dynamic_shape)."""
+    if any(d <= 0 for d in tensor.shape):
+        return True
+    signature = tensor.signature
+    return any(d < 0 for d in signature[1:]) or (
+        bool(signature) and signature[0] < 0 and tensor.shape[0] != 1)
+
+
+def _row_elements(tensor: Tensor) -> int:
+    """Elements of the two innermost dimensions (one row of the Edge TPU's y/x/z layout)."""
+    row = 1
+    for dim in tensor.shape[-2:]:
+        row *= dim
+    return row
 
 
 def _no_check(model: Model, op: Operator) -> None:
     return None
 
 
-def _fused_activation(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _fused_activation(model: Model, op: Operator) -> tuple[str, str] | None:
     activation = op.options.get("FusedActivationFunction", 0)
     if activation:
-        return (UNSPECIFIED_LIMITATION, f"{op.opcode} has a fused "
-                f"{_ACTIVATIONS.get(activation, activation)} activation", "fused_activation")
+        return ("fused_activation", f"{op.opcode} has a fused "
+                f"{_ACTIVATIONS.get(activation, activation)} activation")
     return None
 
 
-def _conv(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _conv(model: Model, op: Operator) -> tuple[str, str] | None:
     h, w = op.options.get("DilationHFactor", 1), op.options.get("DilationWFactor", 1)
     if h != w:
-        return (UNSPECIFIED_LIMITATION, f"dilation differs in y and x ({h} vs {w})",
-                "limitation")
+        return ("limitation", f"dilation differs in y and x ({h} vs {w})")
     return None
 
 
-def _fully_connected(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _fully_connected(model: Model, op: Operator) -> tuple[str, str] | None:
     if op.options.get("WeightsFormat", 0) != 0:
-        return (UNSPECIFIED_LIMITATION, "weights are not in the default format", "limitation")
+        return ("limitation", "weights are not in the default format")
     out = model.tensors[op.outputs[0]].shape
     if sum(d > 1 for d in out) > 1:
-        return (UNSPECIFIED_LIMITATION, f"output {list(out)} is not 1-D (batch 1)", "limitation")
+        return ("limitation", f"output {list(out)} is not 1-D (batch 1)")
     return None
 
 
-def _softmax(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _softmax(model: Model, op: Operator) -> tuple[str, str] | None:
     tensor = model.activation_inputs(op)[0]
-    if sum(d > 1 for d in tensor.shape) > 1:
-        return (UNSPECIFIED_LIMITATION, f"input {list(tensor.shape)} is not 1-D", "limitation")
-    if tensor.size > SOFTMAX_MAX_ELEMENTS:
-        return (UNSPECIFIED_LIMITATION, f"input has {tensor.size} elements (at most "
-                f"{SOFTMAX_MAX_ELEMENTS})", "limitation")
+    depth = tensor.shape[-1] if tensor.shape else 1
+    if depth > SOFTMAX_MAX_ELEMENTS:
+        return ("limitation", f"softmax over {depth} elements (at most "
+                f"{SOFTMAX_MAX_ELEMENTS})")
     return None
 
 
-def _strided_slice(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _transpose(model: Model, op: Operator) -> tuple[str, str] | None:
+    tensor = model.activation_inputs(op)[0]
+    if tensor.size > TRANSPOSE_MAX_ELEMENTS:
+        return ("transpose_size", f"transpose of {tensor.size:,} elements (at most "
+                f"{TRANSPOSE_MAX_ELEMENTS:,} map)")
+    return None
+
+
+def _reshape(model: Model, op: Operator) -> tuple[str, str] | None:
+    tensor = model.activation_inputs(op)[0]
+    if tensor.size > RESHAPE_MAX_ELEMENTS:
+        return ("reshape_size", f"reshape of {tensor.size:,} elements (at most "
+                f"{RESHAPE_MAX_ELEMENTS:,} map)")
+    return None
+
+
+def _strided_slice(model: Model, op: Operator) -> tuple[str, str] | None:
     if op.options.get("EllipsisMask", 0) or op.options.get("NewAxisMask", 0):
-        return (UNSPECIFIED_LIMITATION, "ellipsis or new-axis mask is set", "limitation")
+        return ("limitation", "ellipsis or new-axis mask is set")
     strides = _constant_ints(model, op, 3)
     if strides is None or any(s != 1 for s in strides):
-        return (UNSPECIFIED_LIMITATION, f"strides {strides} are not all 1", "limitation")
+        return ("limitation", f"strides {strides} are not all 1")
     return None
 
 
-def _mean(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _mean(model: Model, op: Operator) -> tuple[str, str] | None:
     axes = _constant_ints(model, op, 1)
     rank = len(model.tensors[op.inputs[0]].shape)
     if axes is None or any(a % max(rank, 1) == 0 for a in axes):
-        return (UNSPECIFIED_LIMITATION, f"reduces over the batch dimension (axes {axes})",
-                "limitation")
+        return ("limitation", f"reduces over the batch dimension (axes {axes})")
     if rank == 4 and any(a % rank == 3 for a in axes):
-        return (UNSPECIFIED_LIMITATION, f"reduces over channels (axes {axes}); only y and/or "
-                "x reductions map", "limitation")
+        return ("limitation", f"reduces over channels (axes {axes}); only y and/or "
+                "x reductions map")
     return None
 
 
-def _squeeze(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _squeeze(model: Model, op: Operator) -> tuple[str, str] | None:
     shape = model.tensors[op.inputs[0]].shape
     axes = op.options.get("SqueezeDims") or [i for i, d in enumerate(shape) if d == 1]
     leading = next((i for i, d in enumerate(shape) if d != 1), len(shape))
     if any(a % max(len(shape), 1) >= leading for a in axes):
-        return (UNSPECIFIED_LIMITATION, f"squeezes dimensions {axes} of {list(shape)}, not only "
-                "leading dimensions of size 1", "limitation")
+        return ("limitation", f"squeezes dimensions {axes} of {list(shape)}, not only "
+                "leading dimensions of size 1")
     return None
 
 
-def _resize(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _resize(model: Model, op: Operator) -> tuple[str, str] | None:
     """Resize maps when the scale is an exact integer factor (precision heuristic).
 
     With ``align_corners`` the sampling step is (in - 1) / (out - 1), so the output must be
@@ -427,32 +599,30 @@ def _resize(model: Model, op: Operator) -> tuple[str, str, str] | None:
         else:
             exact = size_out % size_in == 0 or size_in % size_out == 0
         if not exact:
-            return (UNSPECIFIED_LIMITATION, f"resize {source[1]}x{source[2]} -> "
+            return ("resize_scale", f"resize {source[1]}x{source[2]} -> "
                     f"{target[1]}x{target[2]}{' with align_corners' if align else ''} is not an "
-                    "integer scale; the compiler keeps it on the CPU for precision", "limitation")
+                    "integer scale; the compiler keeps it on the CPU for precision")
     return None
 
 
-def _concatenation(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _concatenation(model: Model, op: Operator) -> tuple[str, str] | None:
     """No fused activation; a constant input only as one of 2 inputs, all zeros (padding)."""
     found = _fused_activation(model, op)
     if found:
         return found
     constants = model.constant_inputs(op)
     if constants and (len(op.inputs) != 2 or not constants[0].is_zero):
-        return (UNSPECIFIED_LIMITATION, f"constant input {constants[0].name!r} "
+        return ("limitation", f"constant input {constants[0].name!r} "
                 + ("is not all zeros" if len(op.inputs) == 2 else
-                   f"among {len(op.inputs)} inputs (only a 2-input zero padding maps)"),
-                "limitation")
+                   f"among {len(op.inputs)} inputs (only a 2-input zero padding maps)"))
     return None
 
 
-def _pad(model: Model, op: Operator) -> tuple[str, str, str] | None:
+def _pad(model: Model, op: Operator) -> tuple[str, str] | None:
     """No padding of the batch dimension (paddings [rank, 2], row 0 is the batch)."""
     paddings = _constant_ints(model, op, 1)
     if paddings and len(model.tensors[op.inputs[0]].shape) == 4 and any(paddings[:2]):
-        return (UNSPECIFIED_LIMITATION, f"pads the batch dimension ({paddings[:2]})",
-                "limitation")
+        return ("limitation", f"pads the batch dimension ({paddings[:2]})")
     return None
 
 
@@ -471,9 +641,11 @@ _OP_CHECKS: dict[str, _Check] = {
     **dict.fromkeys(
         ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1",
          "TANH", "L2_NORMALIZATION", "EXPAND_DIMS", "QUANTIZE", "SLICE", "SPACE_TO_DEPTH", "PACK",
-         "PRELU", "TRANSPOSE_CONV", "SUM", "REDUCE_MAX", "REDUCE_MIN", "RESHAPE", "SPLIT",
-         "UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM"), _no_check),
+         "PRELU", "TRANSPOSE_CONV", "SUM", "REDUCE_MAX", "REDUCE_MIN", "SPLIT",
+         "UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "RSQRT", "SQUARED_DIFFERENCE"), _no_check),
     "PAD": _pad,
+    "RESHAPE": _reshape,
+    "TRANSPOSE": _transpose,
     "CONCATENATION": _concatenation,
     "AVERAGE_POOL_2D": _fused_activation,
     "MAX_POOL_2D": _fused_activation,
@@ -497,43 +669,113 @@ def _single_partition(model: Model, verdicts: list[OpVerdict]) -> list[OpVerdict
     for op, verdict in zip(model.operators, verdicts, strict=True):
         ins = [i for i in op.inputs if i >= 0]
         if verdict.mapped and any(i in split for i in ins):
-            verdict = OpVerdict(op.index, op.opcode, op.version, False, MORE_THAN_ONE_SUBGRAPH,
-                                "fed by an op that runs on the CPU after the Edge TPU part "
-                                "(single Edge TPU subgraph)", FIXES["partition"], op.custom)
+            verdict = _moved_to_cpu(op, "partition", "fed by an op that runs on the CPU after "
+                                    "the Edge TPU part (single Edge TPU subgraph)")
         if verdict.mapped:
             after_tpu.update(op.outputs)
-            if any(i in split for i in ins):
-                split.update(op.outputs)
         elif any(i in after_tpu or i in split for i in ins):
             split.update(op.outputs)
         result.append(verdict)
     return result
 
 
-def _summary(model: Model, verdicts: list[OpVerdict]) -> dict[str, Any]:
+def _after_intermediate_tensors(model: Model, verdicts: list[OpVerdict],
+                                cut: set[int]) -> list[OpVerdict]:
+    """Put every op that reads (directly or not) an ``-i`` tensor on the CPU."""
+    downstream = set(cut)
+    result = []
+    for op, verdict in zip(model.operators, verdicts, strict=True):
+        if any(i in downstream for i in op.inputs):
+            downstream.update(op.outputs)
+            if verdict.mapped:
+                verdict = _moved_to_cpu(op, "intermediate_tensors", "after a tensor named "
+                                        "with -i/--intermediate-tensors")
+        result.append(verdict)
+    return result
+
+
+def _moved_to_cpu(op: Operator, rule_key: str, reason: str) -> OpVerdict:
+    rule = RULES[rule_key]
+    return OpVerdict(op.index, op.opcode, op.version, False, rule.status, reason, rule.fix,
+                     op.custom, rule_key, rule.confidence)
+
+
+def _tensor_indices(model: Model, names: Iterable[str]) -> set[int]:
+    by_name = {t.name: t.index for t in model.tensors}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise BadInputError(f"{model.path}: no tensor named {missing[0]!r} for "
+                            "-i/--intermediate-tensors; edgetpu-check --json lists the "
+                            "suggested names")
+    return {by_name[name] for name in names}
+
+
+def _suggest_cut(model: Model, verdicts: list[OpVerdict]) -> list[str]:
+    """The ``-i`` tensors that end the Edge TPU part where the prediction ends it.
+
+    These are the tensors that Edge TPU ops hand to CPU ops which follow the Edge TPU part
+    (the YOLO heads' reshapes, say); empty when nothing follows it on the CPU.
+    """
+    mapped_outputs = {t for op, v in zip(model.operators, verdicts, strict=True) if v.mapped
+                      for t in op.outputs}
+    cut: list[int] = []
+    for op, verdict in zip(model.operators, verdicts, strict=True):
+        if verdict.mapped or verdict.rule not in _AFTER_TPU_RULES | {"partition"}:
+            continue
+        cut += [i for i in op.inputs if i in mapped_outputs and i not in cut]
+    return [model.tensors[i].name for i in cut]
+
+
+#: CPU verdicts that come from the op itself (not from its position in the graph).
+_AFTER_TPU_RULES = frozenset({"not_edgetpu_op", "runtime_version", "row_size", "transpose_size",
+                              "reshape_size", "fused_activation", "limitation", "resize_scale",
+                              "rank", "custom_op", "data_type", "float_quantize", "dequantize",
+                              "int8_runtime"})
+
+
+def _next_step(model: Model, summary: dict[str, Any], multiple: bool) -> str:
+    """One line: the change that makes the compilation work, or the -i cut to compile with."""
+    error = summary["compile_error"]
+    if error:
+        return f"the compilation would fail ({error}); fix: {summary['compile_error_fix']}"
+    cut = summary["suggested_intermediate_tensors"]
+    if summary["on_cpu"] and cut and not multiple:
+        return (f"keep the Edge TPU part whole and run the rest on the CPU: compile-edgetpu "
+                f"{model.path} -i {','.join(cut)}")
+    return ""
+
+
+def _summary(model: Model, verdicts: list[OpVerdict], release: CompilerRelease,
+             runtime: int) -> dict[str, Any]:
     on_cpu = [v for v in verdicts if not v.mapped]
     params = sum(t.nbytes for t in _used_constants(model))
     mapped_params = sum(t.nbytes for op, v in zip(model.operators, verdicts, strict=True)
                         if v.mapped for t in model.constant_inputs(op))
-    version_errors = [v for v in verdicts if v.status == VERSION_NOT_SUPPORTED]
-    dynamic = [v for v in verdicts if "dynamic shape" in v.reason]
-    error = None
+    version_errors = [v for v in verdicts if v.rule == "op_version"]
+    dynamic = [v for v in verdicts if v.rule == "dynamic_shape"]
+    error = fix = None
     if version_errors:
         first = version_errors[0]
         error = (f"Didn't find op for builtin opcode '{first.opcode}' version "
                  f"'{first.version}' (model could not be parsed)")
+        fix = first.fix
     elif dynamic:
         error = "Model not quantized (the real cause: a dynamic shape)"
+        fix = dynamic[0].fix
     return {
+        "compiler_version": release.version,
+        "runtime_version": runtime,
         "ops": len(verdicts),
         "mapped": len(verdicts) - len(on_cpu),
         "on_cpu": len(on_cpu),
+        "inferred_ops": sum(v.confidence == INFERRED for v in verdicts),
         "cpu_ops": dict(Counter(v.opcode for v in on_cpu)),
         "edgetpu_subgraphs": _count_tpu_subgraphs(model, verdicts),
         "parameter_bytes": params,
         "mapped_parameter_bytes": mapped_params,
         "model_bytes": model.file_bytes,
         "compile_error": error,
+        "compile_error_fix": fix,
         "compiled": False,
     }
 

@@ -165,10 +165,11 @@ def test_int16_activation_is_unsupported(tmp_path: Path) -> None:
     assert verdict.status == analyze.UNSUPPORTED_DATA_TYPE and "INT16" in verdict.reason
 
 
-def test_dynamic_batch_predicts_model_not_quantized(tmp_path: Path) -> None:
-    analysis = analyze_model(_conv_model(tmp_path, signature=[-1, 8, 8, 4]))
+def test_dynamic_spatial_dims_predict_model_not_quantized(tmp_path: Path) -> None:
+    analysis = analyze_model(_conv_model(tmp_path, signature=[1, -1, -1, 4]))
     assert "dynamic shape" in _single(analysis).reason
     assert "Model not quantized" in analysis.summary["compile_error"]
+    assert "static input shape" in analysis.summary["next_step"]
 
 
 def test_batch_above_one_is_an_unsupported_rank(tmp_path: Path) -> None:
