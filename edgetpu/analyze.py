@@ -34,6 +34,7 @@ Checked against the real compiler on every pair of ``../shared/data/coral`` and
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -60,7 +61,8 @@ from edgetpu.tflite_model import (
 from quant.errors import BadInputError
 
 __all__ = ["COMPILER_MAX_OP_VERSIONS", "RULES", "Analysis", "OpVerdict", "Rule",
-           "analyze_model", "compiler_table", "format_report", "format_table"]
+           "analyze_model", "compiler_table", "format_report", "format_table",
+           "is_dynamic_for_compiler"]
 
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"
@@ -467,7 +469,7 @@ def _check_types(model: Model, op: Operator) -> tuple[str, str] | None:
 
 def _check_shapes(model: Model, op: Operator) -> tuple[str, str] | None:
     for tensor in _activations(model, op):
-        if _is_dynamic(tensor):
+        if is_dynamic_for_compiler(tensor):
             return ("dynamic_shape", f"tensor {tensor.name!r} has a dynamic shape "
                     f"{list(tensor.signature)}")
         if len(tensor.shape) > 3 and any(d > 1 for d in tensor.shape[:-3]):
@@ -481,8 +483,12 @@ def _check_shapes(model: Model, op: Operator) -> tuple[str, str] | None:
     return None
 
 
-def _is_dynamic(tensor: Tensor) -> bool:
-    """A dimension unknown at compile time; a -1 batch of size 1 is not (rule dynamic_shape)."""
+def is_dynamic_for_compiler(tensor: Tensor) -> bool:
+    """True when the compiler sees an unknown dimension; a -1 batch of size 1 it compiles.
+
+    Converters write ``shape_signature`` [-1, H, W, C] with ``shape`` [1, H, W, C] for every
+    Keras model whose batch is None; compilers 15 and 16 map those (rule ``dynamic_shape``).
+    """
     if any(d <= 0 for d in tensor.shape):
         return True
     signature = tensor.signature
@@ -740,8 +746,8 @@ def _next_step(model: Model, summary: dict[str, Any], multiple: bool) -> str:
         return f"the compilation would fail ({error}); fix: {summary['compile_error_fix']}"
     cut = summary["suggested_intermediate_tensors"]
     if summary["on_cpu"] and cut and not multiple:
-        return (f"keep the Edge TPU part whole and run the rest on the CPU: compile-edgetpu "
-                f"{model.path} -i {','.join(cut)}")
+        return ("keep the Edge TPU part whole and run the rest on the CPU: compile-edgetpu "
+                f"{shlex.quote(str(model.path))} -i {shlex.quote(','.join(cut))}")
     return ""
 
 

@@ -130,10 +130,20 @@ def _tiny_keras(folder: Path) -> dict[str, Path]:
     converter.inference_output_type = tf.uint8
     (folder / "dynamic_int8.tflite").write_bytes(converter.convert())
     free = keras.Input((None, None, 3))
-    keras.Model(free, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(free))
-                ).save(folder / "free_size.keras")
+    free_model = keras.Model(
+        free, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(free)))
+    free_model.save(folder / "free_size.keras")
+    converter = tf.lite.TFLiteConverter.from_keras_model(free_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.random((1, 32, 32, 3), dtype=np.float32)] for _ in range(4))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    (folder / "free_size_int8.tflite").write_bytes(converter.convert())
     return {"keras": folder / "tiny.keras", "dynamic": folder / "dynamic_int8.tflite",
-            "free_size": folder / "free_size.keras"}
+            "free_size": folder / "free_size.keras",
+            "free_size_int8": folder / "free_size_int8.tflite"}
 
 
 @pytest.fixture(scope="module")
@@ -288,15 +298,23 @@ def test_wrong_model_kinds(files, shared_data, monkeypatch, tmp_path):
 
 
 def test_float_and_dynamic_models(files, monkeypatch, tmp_path, no_compiler):
-    """check explains (exit 1); compile refuses (exit 2); detect refuses a classifier."""
-    for case in ("float", "dynamic"):
+    """check explains (exit 1); compile refuses (exit 2); detect refuses a classifier.
+
+    A -1 batch of size 1 is not dynamic for the compiler (it compiles such models): check
+    passes it and compile goes on to look for the compiler (exit 3 here).
+    """
+    for case in ("float", "free_size_int8"):
         result = run(check.main, [str(files[case])], monkeypatch)
         assert result.code == 1 and len(result.err_lines) == 1
         assert str(files[case]) in result.err and "Traceback" not in result.err
-    reason = {"float": "a float model", "dynamic": "dynamic shape [-1, 32, 32, 3]"}
+    assert run(check.main, [str(files["dynamic"])], monkeypatch).code == 0
+    result = run(compile.main, [str(files["dynamic"]), "--out", str(tmp_path)], monkeypatch)
+    assert result.code == 3 and "edgetpu_compiler not found" in result.err
+    reason = {"float": "a float model", "free_size_int8": "dynamic shape [-1, -1, -1, 3]"}
     for case, message in reason.items():
         result = run(compile.main, [str(files[case]), "--out", str(tmp_path)], monkeypatch)
         assert_one_error(result, 2, str(files[case]), message)
+    for case in ("float", "dynamic"):
         result = run(detect.main, ["--model", str(files[case]), "--image",
                                    str(files["images"] / "gray.png")], monkeypatch)
         assert_one_error(result, 2, str(files[case]), "not a detection model")

@@ -484,3 +484,45 @@ def test_check_cli_json_and_exit_codes(shared_data: Path,
     assert "More than one subgraph is not supported" in out and "fix:" in out
     assert check_main([str(coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")]) == 0
     assert "edgetpu-custom-op" in capsys.readouterr().out
+
+
+def _bench_analyzer() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_analyzer.py"
+    spec = importlib.util.spec_from_file_location("bench_analyzer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wild_pairs_and_logs_match_the_compiler(shared_data: Path) -> None:
+    """Models people compiled (compilers 2.0 to 16.0): CPU ops and the logs' whole tables."""
+    bench = _bench_analyzer()
+    pairs = bench.find_pairs(shared_data / "coral_wild")
+    assert len(pairs) >= 18
+    rows = [bench.compare(source, compiled) for source, compiled in pairs]
+    assert [r["model"] for r in rows if not r["exact"]] == []
+    logged = [r for r in rows if r["log"]]
+    assert len(logged) >= 10
+    assert [(r["model"], r["log_differences"]) for r in logged if not r["log_exact"]] == []
+    assert any(r["flag_a"] for r in rows)  # the several-segment pair is predicted with -a
+
+
+def test_yolo_head_gets_an_intermediate_tensor_cut(shared_data: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = shared_data / "coral_wild" / "goalbuddy_yolov8n_320.tflite"
+    analysis = analyze_model(path)
+    cut = analysis.summary["suggested_intermediate_tensors"]
+    assert cut and "-i" in analysis.summary["next_step"]
+    with_cut = analyze_model(path, intermediate_tensors=cut)
+    tpu = {op.index for op in analysis.ops if op.mapped}
+    assert {op.index for op in with_cut.ops if op.mapped} == tpu
+    assert check_main([str(path), "-i", ",".join(cut), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert {op["confidence"] for op in data["ops"]} <= {"seen", "inferred"}
+    assert data["summary"]["compiler_version"] == "16.0"
+    assert check_main([str(path), "--compiler-version", "15"]) == 1
+    out = capsys.readouterr().out
+    assert "edgetpu_compiler 15.0, Edge TPU runtime 13" in out
+    assert "TRANSPOSE needs Edge TPU runtime 14" in out

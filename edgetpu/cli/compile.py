@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetpu import compiler
+from edgetpu.cli.check import add_prediction_options, split_names
 from quant.errors import EXIT_CHECK_FAILED, BadInputError, MissingToolError, cli_entry
 from quant.outputs import check_out_dir
 from quant.paths import DEFAULT_OUT
@@ -53,12 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the compiler in Docker (image --docker-image)")
     parser.add_argument("--docker-image", default="edgetpu-compiler",
                         help="Docker image with edgetpu_compiler (default edgetpu-compiler)")
-    parser.add_argument("-m", "--min-runtime-version", type=int,
-                        help="lowest Edge TPU runtime version to support (compiler default 14)")
     parser.add_argument("-n", "--num-segments", type=int,
                         help="split into N segments for pipelining")
-    parser.add_argument("-i", "--intermediate-tensors",
-                        help="comma-separated tensor names the Edge TPU part should end at")
+    add_prediction_options(parser)
     parser.add_argument("-a", "--enable-multiple-subgraphs", action="store_true",
                         help="allow several Edge TPU subgraphs (experimental)")
     parser.add_argument("-d", "--search-delegate", action="store_true",
@@ -81,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     check_out_dir(args.out)
-    prediction = analyze_model(args.model, args.enable_multiple_subgraphs)
+    prediction = analyze_model(args.model, args.enable_multiple_subgraphs,
+                               compiler_version=args.compiler_version,
+                               min_runtime_version=args.min_runtime_version,
+                               intermediate_tensors=split_names(args.intermediate_tensors))
     if prediction.compiled:
         raise BadInputError(f"{args.model} is already compiled for the Edge TPU; pass the "
                             "source .tflite")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     options = compiler.CompilerOptions(
         min_runtime_version=args.min_runtime_version,
         num_segments=args.num_segments,
-        intermediate_tensors=tuple(t for t in (args.intermediate_tensors or "").split(",") if t),
+        intermediate_tensors=split_names(args.intermediate_tensors),
         enable_multiple_subgraphs=args.enable_multiple_subgraphs,
         search_delegate=args.search_delegate,
         delegate_search_step=args.delegate_search_step,
@@ -157,9 +158,13 @@ def _report(model: Path, result: compiler.CompileResult, prediction: Any,
 def _check_compilable(path: Path) -> None:
     """Refuse what edgetpu_compiler always rejects: float models, dynamic input shapes.
 
+    A -1 batch of size 1 in the shape signature is not dynamic for the compiler (it compiles
+    such models), unknown height, width or a batch other than 1 are.
+
     Raises:
         BadInputError: the model holds no quantized tensor, or an input has a dynamic shape.
     """
+    from edgetpu.analyze import is_dynamic_for_compiler
     from edgetpu.tflite_model import read_model
 
     model = read_model(path)
@@ -168,10 +173,10 @@ def _check_compilable(path: Path) -> None:
                             "full-integer models only: quantize it first (quantize --model ...)")
     for index in model.inputs:
         tensor = model.tensors[index]
-        if tensor.is_dynamic:
+        if is_dynamic_for_compiler(tensor):
             raise BadInputError(
                 f"{path}: input {tensor.name!r} has a dynamic shape {list(tensor.signature)}; "
-                "convert the model again with a static batch-1 input"
+                "convert the model again with a static input shape (batch 1)"
             )
 
 
