@@ -323,6 +323,7 @@ def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False, *,
         verdicts = single
     summary = _summary(model, verdicts, release, runtime)
     summary["suggested_intermediate_tensors"] = _suggest_cut(model, single)
+    summary["partitioned"] = any(v.rule == "partition" for v in single)
     summary["next_step"] = _next_step(model, summary, enable_multiple_subgraphs)
     return Analysis(model.path, False, verdicts, summary)
 
@@ -720,7 +721,9 @@ def _suggest_cut(model: Model, verdicts: list[OpVerdict]) -> list[str]:
     """The ``-i`` tensors that end the Edge TPU part where the prediction ends it.
 
     These are the tensors that Edge TPU ops hand to CPU ops which follow the Edge TPU part
-    (the YOLO heads' reshapes, say); empty when nothing follows it on the CPU.
+    (the YOLO heads' reshapes, say); empty when nothing follows it on the CPU. The report
+    suggests them only when supported ops are lost to the single-subgraph rule (a trailing
+    DEQUANTIZE or post-processing op alone needs no cut).
     """
     mapped_outputs = {t for op, v in zip(model.operators, verdicts, strict=True) if v.mapped
                       for t in op.outputs}
@@ -745,7 +748,7 @@ def _next_step(model: Model, summary: dict[str, Any], multiple: bool) -> str:
     if error:
         return f"the compilation would fail ({error}); fix: {summary['compile_error_fix']}"
     cut = summary["suggested_intermediate_tensors"]
-    if summary["on_cpu"] and cut and not multiple:
+    if summary["partitioned"] and cut and not multiple:
         return ("keep the Edge TPU part whole and run the rest on the CPU: compile-edgetpu "
                 f"{shlex.quote(str(model.path))} -i {shlex.quote(','.join(cut))}")
     return ""

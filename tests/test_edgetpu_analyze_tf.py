@@ -25,6 +25,8 @@ from quant._tensorflow import keras, tf
 from quant.errors import BadInputError
 
 layers = keras.layers
+#: The converter warns that int8 inputs have no statistics; the analyzer needs none.
+pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 
 
 def _convert(model: keras.Model, path: Path, *, int8_io: bool = True) -> Path:
@@ -303,3 +305,22 @@ def test_check_cli_json_on_a_cpu_op(leaky_model: Path,
     assert data["summary"]["fully_mapped"] is False
     assert check_main([str(leaky_model), "--json", "-a"]) == 1  # the LEAKY_RELU stays
     capsys.readouterr()
+
+
+def test_check_cli_compiler_flags(leaky_model: Path, transpose_models: dict[str, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cut = _leaky_input_name(leaky_model)
+    assert check_main([str(leaky_model), "--json", "-i", cut]) == 1
+    ops = json.loads(capsys.readouterr().out)["ops"]
+    assert [op["mapped"] for op in ops] == [True, False, False]
+
+    small = str(transpose_models["small"])
+    assert check_main([small, "--json", "--compiler-version", "15"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ops"][0]["rule"] == "runtime_version"
+    assert data["summary"]["compiler_version"] == "15.0"
+    assert check_main([small, "--json", "-m", "13"]) == 1
+    assert json.loads(capsys.readouterr().out)["ops"][0]["rule"] == "runtime_version"
+    assert check_main([small, "--json"]) == 0
+    capsys.readouterr()
+    assert check_main([small, "-i", "no_such_tensor"]) == 2  # BadInputError
