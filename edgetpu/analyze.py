@@ -284,7 +284,8 @@ class Analysis:
 
 def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False, *,
                   compiler_version: str | None = None, min_runtime_version: int | None = None,
-                  intermediate_tensors: Iterable[str] = ()) -> Analysis:
+                  intermediate_tensors: Iterable[str] = (),
+                  any_op_version: bool = False) -> Analysis:
     """Predict, op by op, what ``edgetpu_compiler`` does with a ``.tflite`` model.
 
     Args:
@@ -294,6 +295,9 @@ def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False, *,
         compiler_version: the compiler release ("16.0", "15", "2.1" ...); default the current.
         min_runtime_version: the ``-m`` value; default the release's newest runtime.
         intermediate_tensors: the ``-i`` tensor names: ops after them stay on the CPU.
+        any_op_version: predict as if the model had been converted by a TFLite converter the
+            compiler reads (op versions are not checked): what a current converter's output
+            would map once converted with TF 2.5-2.8.
 
     Returns:
         An :class:`Analysis` with one :class:`OpVerdict` per operator of the main subgraph.
@@ -311,7 +315,7 @@ def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False, *,
     verdicts = []
     for op in model.operators:
         try:
-            verdicts.append(_judge(model, op, runtime))
+            verdicts.append(_judge(model, op, runtime, any_op_version))
         except (IndexError, KeyError) as exc:  # an op without the inputs its kind has
             raise BadInputError(f"{model.path}: operator {op.index} ({op.opcode}) lacks "
                                 "inputs or outputs its kind needs; corrupt model, export it "
@@ -400,7 +404,8 @@ _Found = "tuple[str, str] | None"  # (rule key, reason)
 _Check = Callable[[Model, Operator], _Found]
 
 
-def _judge(model: Model, op: Operator, runtime: int) -> OpVerdict:
+def _judge(model: Model, op: Operator, runtime: int, any_op_version: bool = False
+           ) -> OpVerdict:
     def verdict(rule_key: str, reason: str, confidence: str | None = None) -> OpVerdict:
         rule = RULES[rule_key]
         return OpVerdict(op.index, op.opcode, op.version, False, rule.status, reason, rule.fix,
@@ -412,6 +417,8 @@ def _judge(model: Model, op: Operator, runtime: int) -> OpVerdict:
                            "the CPU by design (float outputs)")
         return verdict("custom_op", f"custom op {op.opcode!r} has no Edge TPU implementation")
     highest = COMPILER_MAX_OP_VERSIONS.get(op.opcode)
+    if any_op_version:
+        highest = max(highest or 0, op.version) if op.opcode in _OP_CHECKS else highest
     if highest is None:
         return verdict("op_version", f"{op.opcode} is newer than the compiler's TFLite parser "
                        "(TF 2.5); the compilation would fail")

@@ -1,23 +1,26 @@
 """Edge TPU cost model: MACs, parameter bytes, on-chip cache use and an estimated latency.
 
-From the ``.tflite`` graph alone: multiply-accumulates per op (convolutions, depthwise
-convolutions, fully connected, transposed convolutions), the constant bytes each op reads,
-and whether the parameters fit the Edge TPU's on-chip cache (about 8 MB of SRAM; compiler
-reports show about 7 MiB usable for parameters once activations are placed) or must be
-streamed over the host link on every inference.
+From the ``.tflite`` graph alone (:class:`GraphFeatures`): multiply-accumulates of the ops on
+the Edge TPU, split into dense ones (convolutions, fully connected, transposed convolutions)
+and depthwise ones, which use the Edge TPU's systolic array very differently; the number of
+Edge TPU ops; the constant bytes they read and whether those fit the on-chip parameter cache
+(about 7 MiB usable of 8 MB of SRAM, less what the largest op's activations occupy) or are
+streamed over the host link on every inference; the bytes crossing the Edge TPU boundary;
+and the work left on the host CPU: the MACs and output elements of ordinary CPU ops, and
+anchors x classes for ``TFLite_Detection_PostProcess``, whose score scan dominates.
 
-Latency model (per inference, milliseconds)::
+Latency per device (milliseconds) is linear in those features (:data:`FEATURES`)::
 
-    t = t_invoke + MACs / mac_rate + ops * t_op                 (Edge TPU part)
-        + (streamed bytes + input + output) / link              (host link)
-        + cpu_elements * t_element                              (CPU part)
+    t = invoke + dense_macs * a + depthwise_macs * b + ops * c + streamed_bytes * d
+        + boundary_bytes * e + cpu_macs * f + cpu_elements * g + postprocess_elements * h
 
-``mac_rate``, ``t_op`` and ``t_element`` are fitted on Coral's published USB 3 latencies
-(``scripts/bench_edgetpu_cost.py --fit``); ``t_invoke`` and the link speeds are fixed, so
-USB 2 and PCIe estimates change only the transfer terms. ``cpu_elements`` is the work of the
-ops that stay on the CPU: anchors x classes for ``TFLite_Detection_PostProcess`` (its score
-scan dominates), output elements for any other op; the host is the desktop CPU of Coral's
-published measurements.
+with non-negative constants per device (``usb3``, ``usb2``, ``pcie``, ``devboard``) fitted on
+Coral's published latencies, together with the same hosts' published CPU-only timings (which
+pin the CPU constants), by ``scripts/bench_edgetpu_cost.py --fit``; the table it prints is
+:data:`CALIBRATION`. ``devboard`` is the Dev Board (i.MX 8M host, Edge TPU on PCIe);
+``usb2`` is what Coral measured on USB 2 hosts (Dev Board Mini, Raspberry Pi 3); ``pcie`` is
+an M.2 / Mini PCIe card in a desktop: the Dev Board's Edge TPU and link constants with the
+desktop's CPU constants (no published figure measures it alone).
 """
 
 from __future__ import annotations
@@ -33,19 +36,56 @@ from quant.errors import BadInputError
 #: SRAM, reports of edgetpu_compiler 16.0 show used + remaining of about 7 MiB.
 ON_CHIP_CACHE_BYTES = 7 * 1024 * 1024
 
-#: Effective host-link bandwidth (bytes per second): USB 3.0 bulk transfers (~320 MB/s),
-#: USB 2.0 high speed (~35 MB/s), PCIe Gen2 x1 (~400 MB/s).
-LINK_BYTES_PER_SECOND: dict[str, float] = {"usb3": 320e6, "usb2": 35e6, "pcie": 400e6}
+#: All of the Edge TPU's on-chip SRAM: parameters and the activations of the op being run
+#: share it, so large activations leave less room for cached parameters (U-Net MobileNet v2
+#: at 256x256 streams part of its 6.5 MB of parameters; at 128x128 it does not).
+SRAM_BYTES = 8 * 1024 * 1024
+
+#: The devices a latency is estimated for.
+DEVICES = ("usb3", "usb2", "pcie", "devboard")
+#: The features, in the order of :meth:`GraphFeatures.vector` and of the fitted constants.
+FEATURES = ("invoke", "dense_macs", "depthwise_macs", "edgetpu_ops", "streamed_bytes",
+            "boundary_bytes", "cpu_macs", "cpu_elements", "postprocess_elements")
+_DENSE = ("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Constants of the latency model (see the module docstring)."""
+class GraphFeatures:
+    """What the latency of a model depends on, read from its graph and its mapping."""
 
-    invoke_ms: float
-    macs_per_ms: float
-    op_ms: float
-    cpu_ms_per_element: float
+    dense_macs: int
+    depthwise_macs: int
+    edgetpu_ops: int
+    parameter_bytes: int
+    cached_bytes: int
+    streamed_bytes: int
+    activation_bytes: int
+    input_bytes: int
+    output_bytes: int
+    cpu_macs: int
+    cpu_elements: int
+    postprocess_elements: int
+
+    @property
+    def macs(self) -> int:
+        """All multiply-accumulates on the Edge TPU."""
+        return self.dense_macs + self.depthwise_macs
+
+    def vector(self) -> list[float]:
+        """The values :data:`FEATURES` names, in that order (invoke: 1 with Edge TPU ops)."""
+        return [float(self.edgetpu_ops > 0), float(self.dense_macs), float(self.depthwise_macs),
+                float(self.edgetpu_ops), float(self.streamed_bytes),
+                float(self.input_bytes + self.output_bytes), float(self.cpu_macs),
+                float(self.cpu_elements), float(self.postprocess_elements)]
+
+    def to_dict(self) -> dict[str, int]:
+        """Return JSON-ready data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GraphFeatures:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{name: int(data[name]) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -60,12 +100,13 @@ class OpCost:
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """Totals and the latency estimate per interface (milliseconds)."""
+    """Totals and the latency estimate per device (milliseconds)."""
 
     macs: int
     parameter_bytes: int
     cached_bytes: int
     streamed_bytes: int
+    activation_bytes: int
     input_bytes: int
     output_bytes: int
     edgetpu_ops: int
@@ -86,7 +127,7 @@ def op_costs(model: Model) -> list[OpCost]:
 
 def op_macs(model: Model, op: Operator) -> int:
     """Multiply-accumulates of one op (0 for ops without a weight tensor)."""
-    if op.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
+    if op.opcode not in (*_DENSE, "DEPTHWISE_CONV_2D"):
         return 0
     try:
         weights = model.tensors[op.inputs[1]].shape
@@ -105,13 +146,59 @@ def op_macs(model: Model, op: Operator) -> int:
                             "again") from exc
 
 
-def estimate(path: str | Path, calibration: Calibration | None = None,
+def graph_features(model: Model, mapped: list[bool]) -> GraphFeatures:
+    """Return the latency features of a source model given which ops run on the Edge TPU."""
+    on_tpu = [(op, c) for op, c, m in zip(model.operators, op_costs(model), mapped, strict=True)
+              if m]
+    dense = sum(c.macs for op, c in on_tpu if op.opcode in _DENSE)
+    depthwise = sum(c.macs for op, c in on_tpu if op.opcode == "DEPTHWISE_CONV_2D")
+    params = sum(c.parameter_bytes for _, c in on_tpu)
+    activations = peak_activation_bytes(model, mapped)
+    cached = min(params, ON_CHIP_CACHE_BYTES, max(SRAM_BYTES - activations, 0))
+    in_bytes, out_bytes = _boundary_bytes(model, mapped)
+    on_cpu = [(op, c) for op, c, m in zip(model.operators, op_costs(model), mapped, strict=True)
+              if not m]
+    postprocess = sum(_scores(model, op) for op, _ in on_cpu if op.opcode == DETECTION_POSTPROCESS)
+    elements = sum(model.tensors[t].size for op, _ in on_cpu if op.opcode != DETECTION_POSTPROCESS
+                   for t in op.outputs)
+    return GraphFeatures(dense, depthwise, len(on_tpu), params, cached, params - cached,
+                         activations, in_bytes, out_bytes, sum(c.macs for _, c in on_cpu),
+                         elements, postprocess)
+
+
+def peak_activation_bytes(model: Model, mapped: list[bool]) -> int:
+    """Largest activation footprint of one Edge TPU op: its 8-bit inputs and outputs."""
+    peak = 0
+    for op, on_tpu in zip(model.operators, mapped, strict=True):
+        if on_tpu:
+            tensors = {i for i in op.inputs + op.outputs
+                       if i >= 0 and not model.tensors[i].is_constant}
+            peak = max(peak, sum(model.tensors[i].size for i in tensors))
+    return peak
+
+
+def _scores(model: Model, op: Operator) -> int:
+    """Elements of the class scores [1, anchors, classes] the post-processing op scans."""
+    return model.tensors[op.inputs[1]].size if len(op.inputs) > 1 else 0
+
+
+def latency_ms(features: GraphFeatures,
+               calibration: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """Estimated milliseconds per inference on each device of ``calibration``."""
+    table = CALIBRATION if calibration is None else calibration
+    values = features.vector()
+    return {device: round(sum(constants.get(name, 0.0) * value
+                              for name, value in zip(FEATURES, values, strict=True)), 3)
+            for device, constants in table.items()}
+
+
+def estimate(path: str | Path, calibration: dict[str, dict[str, float]] | None = None,
              mapped: list[bool] | None = None) -> CostEstimate:
     """Estimate the Edge TPU cost of a (source) ``.tflite`` model.
 
     Args:
         path: the model file.
-        calibration: latency constants (default: :data:`CALIBRATION`).
+        calibration: latency constants per device (default: :data:`CALIBRATION`).
         mapped: which ops run on the Edge TPU (default: the analyzer's prediction).
 
     Raises:
@@ -126,55 +213,22 @@ def estimate(path: str | Path, calibration: Calibration | None = None,
         from edgetpu.analyze import analyze_model
 
         mapped = [op.mapped for op in analyze_model(path).ops]
-    return estimate_model(model, calibration or CALIBRATION, mapped)
+    return estimate_model(model, calibration, mapped)
 
 
-def estimate_model(model: Model, calibration: Calibration, mapped: list[bool]) -> CostEstimate:
+def estimate_model(model: Model, calibration: dict[str, dict[str, float]] | None,
+                   mapped: list[bool]) -> CostEstimate:
     """Estimate from an already read source model and its per-op mapping; see :func:`estimate`.
 
     Args:
         model: the model (not a compiled one).
-        calibration: latency constants.
+        calibration: latency constants per device (None: :data:`CALIBRATION`).
         mapped: per operator, True when it runs on the Edge TPU.
     """
-    costs = [c for c, on_tpu in zip(op_costs(model), mapped, strict=True) if on_tpu]
-    macs = sum(c.macs for c in costs)
-    params = sum(c.parameter_bytes for c in costs)
-    cached = min(params, ON_CHIP_CACHE_BYTES)
-    streamed = params - cached
-    in_bytes, out_bytes = _boundary_bytes(model, mapped)
-    work = cpu_elements(model, mapped)
-    compute = (calibration.invoke_ms + macs / calibration.macs_per_ms
-               + len(costs) * calibration.op_ms + work * calibration.cpu_ms_per_element)
-    latency = {link: round(compute + (streamed + in_bytes + out_bytes) / rate * 1e3, 3)
-               for link, rate in LINK_BYTES_PER_SECOND.items()}
-    return CostEstimate(macs, params, cached, streamed, in_bytes, out_bytes, len(costs), work,
-                        latency)
-
-
-def features(path: str | Path) -> tuple[int, int, float, int]:
-    """Return what the fitted constants multiply: (MACs, Edge TPU ops, USB 3 link ms, CPU work).
-
-    Raises:
-        BadInputError: the file is missing or not a TFLite model.
-    """
-    free = Calibration(invoke_ms=0.0, macs_per_ms=float("inf"), op_ms=0.0,
-                       cpu_ms_per_element=0.0)
-    est = estimate(path, free)
-    return est.macs, est.edgetpu_ops, est.latency_ms["usb3"], est.cpu_elements
-
-
-def cpu_elements(model: Model, mapped: list[bool]) -> int:
-    """Work of the ops that run on the CPU (see the module docstring)."""
-    total = 0
-    for op, on_tpu in zip(model.operators, mapped, strict=True):
-        if on_tpu:
-            continue
-        if op.opcode == DETECTION_POSTPROCESS and len(op.inputs) > 1:
-            total += model.tensors[op.inputs[1]].size  # class scores [1, anchors, classes]
-        else:
-            total += sum(model.tensors[t].size for t in op.outputs)
-    return total
+    f = graph_features(model, mapped)
+    return CostEstimate(f.macs, f.parameter_bytes, f.cached_bytes, f.streamed_bytes,
+                        f.activation_bytes, f.input_bytes, f.output_bytes, f.edgetpu_ops,
+                        f.cpu_elements + f.postprocess_elements, latency_ms(f, calibration))
 
 
 def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:
@@ -190,8 +244,19 @@ def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:
             sum(model.tensors[t].size for t in returned))
 
 
-#: ``invoke_ms`` is fixed (one USB 3 bulk round trip of the driver, about 0.1 ms); the other
-#: three are fitted by ``scripts/bench_edgetpu_cost.py --fit`` (minimax relative error over
-#: MobileNet v1 / v2 1.0/224 and SSD MobileNet v1 / v2 300x300, Coral's published USB 3 ms).
-CALIBRATION = Calibration(invoke_ms=0.1, macs_per_ms=6.058e8, op_ms=0.025,
-                          cpu_ms_per_element=9e-6)
+#: Fitted by ``scripts/bench_edgetpu_cost.py --fit`` on Coral's published latencies (see the
+#: README's table): milliseconds per unit of each of :data:`FEATURES`, per device.
+CALIBRATION: dict[str, dict[str, float]] = {
+    "usb3": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
+             "edgetpu_ops": 0.025, "streamed_bytes": 3.125e-6, "boundary_bytes": 3.125e-6,
+             "cpu_elements": 9e-6},
+    "usb2": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
+             "edgetpu_ops": 0.025, "streamed_bytes": 2.857e-5, "boundary_bytes": 2.857e-5,
+             "cpu_elements": 9e-6},
+    "pcie": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
+             "edgetpu_ops": 0.025, "streamed_bytes": 2.5e-6, "boundary_bytes": 2.5e-6,
+             "cpu_elements": 9e-6},
+    "devboard": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
+                 "edgetpu_ops": 0.025, "streamed_bytes": 2.5e-6, "boundary_bytes": 2.5e-6,
+                 "cpu_elements": 4e-5},
+}

@@ -1,128 +1,119 @@
-"""Cost-model benchmark: estimated vs Coral's published USB 3 latency of the Edge TPU.
+"""Latency-model benchmark: the Edge TPU cost model against Coral's published latencies.
 
-Published (coral.ai, USB Accelerator on USB 3.0, ms per inference): MobileNet v1 1.0/224 2.4,
-MobileNet v2 1.0/224 2.6, SSD MobileNet v1 (300x300) 6.5, SSD MobileNet v2 (300x300) 7.2.
-The cost model only needs the graph (MACs, parameter bytes, op count, tensors at the Edge TPU
-boundary, the CPU post-processing), not the weights, so each row is a model of exactly the
-published architecture:
+Every published figure in ``../shared/data/edgetpu_latency/coral_published.csv`` whose model
+this project has or can rebuild (``scripts/latency_models.py``: Coral's own files from
+``../shared/data/coral``, otherwise the architecture at the published input size with random
+weights, built by our builders or ``tf.keras.applications`` and quantized by our PTQ) becomes
+one point per device: the median of the figures published for that model and device. The
+latency model of :mod:`edgetpu.cost` (linear in the graph's dense and depthwise MACs, Edge TPU
+ops, streamed parameter bytes, boundary bytes and CPU post-processing work, non-negative
+constants) is fitted per device on those points, minimising the squared relative error.
 
-- MobileNet v2 1.0/224: Coral's own ``coral/mobilenet_v2_1.0_224_quant.tflite`` (the
-  published model itself);
-- MobileNet v1 1.0/224, SSD MobileNet v1 and SSD MobileNet v2 (300x300, 90 COCO classes):
-  built here with random weights by the project's builders (``quant.models``) and quantized
-  by the project's PTQ engine (``quant.ptq``, 8 random calibration images, uint8 I/O, the
-  SSDs with ``TFLite_Detection_PostProcess``), cached under the download cache. The SSD
-  settings are the shared archive's ``pipeline.config`` with depth multiplier 1.0.
-
-The latency constants of :mod:`edgetpu.cost` are fitted (``--fit``) to minimise the largest
-relative error over these four rows; with as many rows as the model has free constants
-that error says little on its own, so the leave-one-out error (fit on three rows, predict the
-fourth) is reported too. Prints a table and writes JSON::
+Reported per device: ``points``, the in-sample errors, and the leave-one-out errors
+(``loo_median_rel_error``, ``loo_max_rel_error``: each point predicted by a fit on the
+others), beside two baselines: ``peak`` (MACs at the Edge TPU's peak 4 TOPS, i.e.
+2e12 MAC/s, plus nothing else) and ``mac_linear`` (a fitted intercept + MACs, also
+leave-one-out), so the table shows what the model's structure buys::
 
     python scripts/bench_edgetpu_cost.py --json out/bench_edgetpu_cost.json [--fit]
+
+``--fit`` prints the fitted constants as the ``CALIBRATION`` literal of ``edgetpu/cost.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import io
 import json
-import tarfile
-import time
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
-from edgetpu.cost import CALIBRATION, LINK_BYTES_PER_SECOND, Calibration, estimate, features
-from quant.paths import cache_dir, shared_data_dir
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: (name, published USB 3 ms, where the model comes from)
-MODELS = [
-    ("mobilenet_v1_1.0_224", 2.4, "built: quant.models mobilenet_v1 1.0/224, random weights"),
-    ("mobilenet_v2_1.0_224", 2.6, "coral/mobilenet_v2_1.0_224_quant.tflite (the published model)"),
-    ("ssd_mobilenet_v1_300", 6.5, "built: quant.models SSD MobileNet v1 1.0, random weights"),
-    ("ssd_mobilenet_v2_300", 7.2, "built: quant.models SSD MobileNet v2 1.0, random weights"),
-]
-_ARCHIVE = "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"
+from latency_models import (  # noqa: E402
+    CPU_HOST,
+    MODELS,
+    build_models,
+    cpu_only_latencies,
+    model_path,
+    published_latencies,
+)
 
+from edgetpu.analyze import analyze_model  # noqa: E402
+from edgetpu.cost import CALIBRATION, FEATURES, GraphFeatures, graph_features  # noqa: E402
+from edgetpu.tflite_model import read_model  # noqa: E402
+from quant.paths import cache_dir  # noqa: E402
 
-def model_path(name: str, folder: Path) -> Path:
-    """Return the ``.tflite`` of a benchmark row (built ones live in ``folder``)."""
-    if name == "mobilenet_v2_1.0_224":
-        return shared_data_dir() / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
-    return folder / f"{name}_int8_random.tflite"
-
-
-def build_models(folder: Path, force: bool = False) -> dict[str, float]:
-    """Build the random-weight int8 models that are not in ``folder`` yet; return seconds each."""
-    from quant.calibration import CalibrationSet
-    from quant.ptq import QuantizeOptions, quantize_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    seconds = {}
-    for name, _, _ in MODELS:
-        path = model_path(name, folder)
-        if name == "mobilenet_v2_1.0_224" or (path.is_file() and not force):
-            continue
-        start = time.perf_counter()
-        float_model = _float_model(name)
-        size = float_model.preprocess.height
-        pixels = np.random.default_rng(0).integers(0, 256, (8, size, size, 3), dtype=np.uint8)
-        result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
-                                QuantizeOptions(require_edgetpu=False, range_images=4))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(result.tflite)
-        tmp.replace(path)
-        seconds[name] = round(time.perf_counter() - start, 1)
-    return seconds
+#: Devices with published figures (``pcie`` has none: it is derived, see edgetpu.cost).
+FITTED_DEVICES = ("usb3", "usb2", "devboard")
+#: The Edge TPU's peak: 4 TOPS = 2e12 multiply-accumulates per second (Coral datasheet).
+PEAK_MACS_PER_MS = 2e9
 
 
-def _float_model(name: str):
-    from quant.models import build_classifier
-    from quant.preprocess import inception_preprocess
-    from quant.sources import FloatModel
-
-    if name == "mobilenet_v1_1.0_224":
-        return FloatModel(model=build_classifier("mobilenet_v1", 224, 1.0), name=name,
-                          preprocess=inception_preprocess(224), task="classify",
-                          source="random weights")
-    from quant.anchors import ssd_anchors
-    from quant.detection_sources import feature_map_sizes
-    from quant.models.ssd import build_ssd
-    from quant.pipeline_config import parse_text_proto, ssd_config_from_message
-    from quant.postprocess import DetectionHead
-
-    with tarfile.open(shared_data_dir() / _ARCHIVE) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith("pipeline.config"))
-        text = io.TextIOWrapper(archive.extractfile(member)).read()
-    config = ssd_config_from_message(parse_text_proto(text), _ARCHIVE)
-    kind = "ssd_mobilenet_v2" if "v2" in name else "ssd_mobilenet_v1"
-    config = dataclasses.replace(config, feature_extractor=dataclasses.replace(
-        config.feature_extractor, type=kind, depth_multiplier=1.0))
-    model = build_ssd(config, name=name)
-    anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
-    return FloatModel(model=model, preprocess=inception_preprocess(config.image_size[0]),
-                      name=name, task="detect", source="random weights",
-                      postprocess=DetectionHead.from_config(config, anchors))
+def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative constants minimising the squared relative error of ``x @ w`` to ``y``."""
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    weights, _ = nnls((x / scale) / y[:, None], np.ones_like(y))
+    return weights / scale
 
 
-def fit(x: np.ndarray, published: np.ndarray) -> Calibration:
-    """Grid-search the fitted constants minimising the largest relative error.
+def leave_one_out(x: np.ndarray, y: np.ndarray, extra_x: np.ndarray | None = None,
+                  extra_y: np.ndarray | None = None) -> np.ndarray:
+    """Each point predicted by a fit on all the others (and on the extra rows, always kept)."""
+    predictions = np.empty_like(y)
+    for held in range(len(y)):
+        keep = np.arange(len(y)) != held
+        train_x, train_y = x[keep], y[keep]
+        if extra_x is not None and len(extra_x):
+            train_x, train_y = np.vstack([train_x, extra_x]), np.concatenate([train_y, extra_y])
+        predictions[held] = x[held] @ fit(train_x, train_y)
+    return predictions
 
-    ``x`` holds per model the :func:`edgetpu.cost.features` row (MACs, Edge TPU ops,
-    link-bound ms, CPU post-processing work).
+
+def errors(predicted: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Median and largest relative error."""
+    rel = np.abs(predicted - y) / y
+    return {"median_rel_error": round(float(np.median(rel)), 4),
+            "max_rel_error": round(float(rel.max()), 4)}
+
+
+def device_report(keys: list[str], features: list[GraphFeatures], y: np.ndarray,
+                  cpu_features: list[GraphFeatures], cpu_y: np.ndarray
+                  ) -> tuple[dict[str, Any], np.ndarray]:
+    """Fit one device; return its metrics (model and baselines) and the constants.
+
+    ``cpu_features`` / ``cpu_y``: the same host's CPU-only figures (every op on the CPU),
+    which pin the CPU constants; they are always in the fit and never scored.
     """
-    rates = np.geomspace(5e7, 5e9, 121)[:, None, None]      # MACs per ms
-    op_ms = np.linspace(0.0, 0.06, 61)[None, :, None]
-    cpu = np.linspace(0.0, 3e-5, 61)[None, None, :]          # ms per post-processing element
-    worst = np.zeros(np.broadcast_shapes(rates.shape, op_ms.shape, cpu.shape))
-    for (macs, ops, link, work), target in zip(x, published, strict=True):
-        predicted = CALIBRATION.invoke_ms + macs / rates + ops * op_ms + link + work * cpu
-        worst = np.maximum(worst, np.abs(predicted - target) / target)
-    i, j, k = np.unravel_index(np.argmin(worst), worst.shape)
-    return dataclasses.replace(CALIBRATION, macs_per_ms=float(rates[i, 0, 0]),
-                               op_ms=float(op_ms[0, j, 0]), cpu_ms_per_element=float(cpu[0, 0, k]))
+    x = np.array([f.vector() for f in features])
+    cpu_x = np.array([f.vector() for f in cpu_features]).reshape(-1, x.shape[1])
+    weights = fit(np.vstack([x, cpu_x]), np.concatenate([y, cpu_y]))
+    fitted = x @ weights
+    loo = leave_one_out(x, y, cpu_x, cpu_y)
+    macs = np.array([[1.0, float(f.macs)] for f in features])
+    linear_loo = leave_one_out(macs, y)
+    peak = np.array([f.macs / PEAK_MACS_PER_MS for f in features])
+    in_sample, held_out = errors(fitted, y), errors(loo, y)
+    report = {
+        "points": len(y),
+        "cpu_only_points": len(cpu_y),
+        "median_rel_error": in_sample["median_rel_error"],
+        "max_rel_error": in_sample["max_rel_error"],
+        "loo_median_rel_error": held_out["median_rel_error"],
+        "loo_max_rel_error": held_out["max_rel_error"],
+        "baseline_peak": errors(peak, y),
+        "baseline_mac_linear_loo": errors(linear_loo, y),
+        "rows": [{"model": key, "published_ms": float(ms), "estimated_ms": round(float(f), 3),
+                  "loo_ms": round(float(h), 3), "mac_linear_loo_ms": round(float(m), 3),
+                  "peak_ms": round(float(p), 3)}
+                 for key, ms, f, h, m, p in zip(keys, y, fitted, loo, linear_loo, peak,
+                                                strict=True)],
+    }
+    return report, weights
 
 
 def main() -> int:
@@ -131,55 +122,70 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--fit", action="store_true",
-                        help="refit the constants on these rows and print them")
-    parser.add_argument("--models", type=Path, default=cache_dir() / "bench_edgetpu_cost",
+                        help="print the fitted constants as edgetpu.cost.CALIBRATION")
+    parser.add_argument("--models", type=Path, default=cache_dir() / "latency_models",
                         help="folder for the built random-weight models (cache)")
     parser.add_argument("--rebuild", action="store_true", help="build the models again")
     args = parser.parse_args()
     built = build_models(args.models, force=args.rebuild)
-    paths = [model_path(name, args.models) for name, _, _ in MODELS]
-    published = np.array([ms for _, ms, _ in MODELS])
-    x = np.array([features(path) for path in paths], dtype=float)
-    calibration = fit(x, published) if args.fit else CALIBRATION
-    rows = []
-    for (name, ms, source), path in zip(MODELS, paths, strict=True):
-        est = estimate(path, calibration)
-        rows.append({"model": name, "source": source, "file": str(path), "macs": est.macs,
-                     "parameter_bytes": est.parameter_bytes, "cached_bytes": est.cached_bytes,
-                     "streamed_bytes": est.streamed_bytes, "edgetpu_ops": est.edgetpu_ops,
-                     "input_bytes": est.input_bytes, "output_bytes": est.output_bytes,
-                     "cpu_elements": est.cpu_elements,
-                     "published_usb3_ms": ms, "predicted_ms": est.latency_ms,
-                     "rel_error": round(abs(est.latency_ms["usb3"] - ms) / ms, 4)})
-    for held, row in enumerate(rows):
-        keep = [i for i in range(len(rows)) if i != held]
-        cal = fit(x[keep], published[keep])
-        macs, ops, link, work = x[held]
-        predicted = (cal.invoke_ms + macs / cal.macs_per_ms + ops * cal.op_ms + link
-                     + work * cal.cpu_ms_per_element)
-        row["leave_one_out_ms"] = round(float(predicted), 3)
-        row["leave_one_out_rel_error"] = round(abs(predicted - published[held])
-                                               / published[held], 4)
-    print(f"{'model':<22} {'GMACs':>6} {'params MB':>9} {'ops':>4} {'published':>9} "
-          f"{'usb3':>6} {'usb2':>6} {'pcie':>6} {'err':>6} {'LOO err':>7}")
-    for row in rows:
-        p = row["predicted_ms"]
-        print(f"{row['model']:<22} {row['macs'] / 1e9:>6.3f} {row['parameter_bytes'] / 1e6:>9.2f} "
-              f"{row['edgetpu_ops']:>4} {row['published_usb3_ms']:>9.1f} {p['usb3']:>6.2f} "
-              f"{p['usb2']:>6.2f} {p['pcie']:>6.2f} {row['rel_error']:>6.1%} "
-              f"{row['leave_one_out_rel_error']:>7.1%}")
-    result = {"calibration": dataclasses.asdict(calibration),
-              "links_bytes_per_second": LINK_BYTES_PER_SECOND, "models": rows,
-              "built_seconds": built,
-              "max_rel_error": max(r["rel_error"] for r in rows),
-              "max_leave_one_out_rel_error": max(r["leave_one_out_rel_error"] for r in rows)}
-    print(f"calibration: {result['calibration']}")
-    print(f"max_rel_error {result['max_rel_error']:.1%}, "
-          f"leave-one-out {result['max_leave_one_out_rel_error']:.1%}")
+    published = published_latencies()
+    cpu_only = cpu_only_latencies()
+    features: dict[str, GraphFeatures] = {}
+    cpu_features: dict[str, GraphFeatures] = {}
+    for model in MODELS:
+        path = model_path(model, args.models)
+        # as Coral converted it: with op versions its compiler reads (TF 2.21 raises some)
+        mapped = [op.mapped for op in analyze_model(path, any_op_version=True).ops]
+        features[model.key] = graph_features(read_model(path), mapped)
+        cpu_features[model.key] = graph_features(read_model(path), [False] * len(mapped))
+    result: dict[str, Any] = {"devices": {}, "built_seconds": built,
+                              "features": {k: f.to_dict() for k, f in features.items()},
+                              "published": published}
+    calibration: dict[str, dict[str, float]] = {}
+    for device in FITTED_DEVICES:
+        keys = [m.key for m in MODELS if device in published.get(m.key, {})]
+        y = np.array([published[k][device]["ms"] for k in keys])
+        host = CPU_HOST[device]
+        cpu_keys = [m.key for m in MODELS if m.key in cpu_only]
+        cpu_y = np.array([cpu_only[k][host] for k in cpu_keys])
+        report, weights = device_report(keys, [features[k] for k in keys], y,
+                                        [cpu_features[k] for k in cpu_keys], cpu_y)
+        result["devices"][device] = report
+        calibration[device] = {name: float(f"{w:.4g}") for name, w in zip(FEATURES, weights,
+                                                                          strict=True)}
+    desktop_cpu = {name: calibration["usb3"][name] for name in FEATURES if name.startswith(
+        ("cpu_", "postprocess_"))}
+    calibration["pcie"] = dict(calibration["devboard"], **desktop_cpu)
+    result["cpu_only"] = cpu_only
+    result["fitted_calibration"] = calibration
+    result["current_calibration"] = CALIBRATION
+    _print(result)
+    if args.fit:
+        print("CALIBRATION = " + json.dumps(
+            {d: calibration[d] for d in ("usb3", "usb2", "pcie", "devboard")}, indent=4))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _print(result: dict[str, Any]) -> None:
+    for device, report in result["devices"].items():
+        print(f"\n{device}: {report['points']} points")
+        print(f"  {'model':<30} {'published':>9} {'estimate':>9} {'LOO':>8} {'err':>6} "
+              f"{'MAC-lin LOO':>11} {'peak':>8}")
+        for row in report["rows"]:
+            err = abs(row["loo_ms"] - row["published_ms"]) / row["published_ms"]
+            print(f"  {row['model']:<30} {row['published_ms']:>9.2f} {row['estimated_ms']:>9.2f} "
+                  f"{row['loo_ms']:>8.2f} {err:>6.1%} {row['mac_linear_loo_ms']:>11.2f} "
+                  f"{row['peak_ms']:>8.2f}")
+        print(f"  model: LOO median {report['loo_median_rel_error']:.1%}, max "
+              f"{report['loo_max_rel_error']:.1%} (in sample {report['median_rel_error']:.1%}"
+              f" / {report['max_rel_error']:.1%}); MAC-linear LOO "
+              f"{report['baseline_mac_linear_loo']['median_rel_error']:.1%} / "
+              f"{report['baseline_mac_linear_loo']['max_rel_error']:.1%}; peak "
+              f"{report['baseline_peak']['median_rel_error']:.1%} / "
+              f"{report['baseline_peak']['max_rel_error']:.1%}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""edgetpu.cost: MACs against published numbers, cache vs streamed parameters, link speeds."""
+"""edgetpu.cost: MACs against published numbers, cache vs streamed parameters, the features."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from edgetpu import cost
+from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
-from edgetpu.tflite_model import read_model
+from edgetpu.tflite_model import Model, read_model
 from quant.errors import BadInputError
 
 
@@ -22,54 +23,71 @@ def test_macs_match_published(shared_data: Path, name: str, published_macs: floa
     assert estimate.macs == pytest.approx(published_macs, rel=0.01)
 
 
-def test_small_model_is_cached_and_links_order(shared_data: Path) -> None:
+def test_small_model_is_cached_and_devices_order(shared_data: Path) -> None:
     estimate = cost.estimate(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
     assert estimate.streamed_bytes == 0
     assert estimate.cached_bytes == estimate.parameter_bytes > 3_000_000
     assert estimate.input_bytes == 224 * 224 * 3
     latency = estimate.latency_ms
-    assert latency["pcie"] < latency["usb3"] < latency["usb2"]
+    assert set(latency) == set(cost.DEVICES)
+    assert 0 < latency["usb3"] < latency["usb2"]
 
 
-def test_parameters_beyond_the_cache_are_streamed(shared_data: Path) -> None:
-    model = read_model(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
-    mapped = [True] * len(model.operators)
-    base = cost.estimate_model(model, cost.CALIBRATION, mapped)
-    small = cost.ON_CHIP_CACHE_BYTES
-    try:
-        cost.ON_CHIP_CACHE_BYTES = 1_000_000
-        squeezed = cost.estimate_model(model, cost.CALIBRATION, mapped)
-    finally:
-        cost.ON_CHIP_CACHE_BYTES = small
+def _mapped_everything(path: Path) -> tuple[Model, list[bool]]:
+    model = read_model(path)
+    return model, [True] * len(model.operators)
+
+
+def test_parameters_beyond_the_cache_are_streamed(shared_data: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    model, mapped = _mapped_everything(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    base = cost.graph_features(model, mapped)
+    monkeypatch.setattr(cost, "ON_CHIP_CACHE_BYTES", 1_000_000)
+    squeezed = cost.graph_features(model, mapped)
     assert squeezed.streamed_bytes == base.parameter_bytes - 1_000_000
-    assert squeezed.latency_ms["usb2"] > base.latency_ms["usb2"]
+    assert cost.latency_ms(squeezed)["usb2"] > cost.latency_ms(base)["usb2"]
+
+
+def test_large_activations_leave_less_cache(shared_data: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """MobileNet v2 224's largest op holds at least a 112x112x96 and a 112x112x16 tensor."""
+    model, mapped = _mapped_everything(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    features = cost.graph_features(model, mapped)
+    assert features.activation_bytes >= 112 * 112 * (96 + 16)
+    monkeypatch.setattr(cost, "SRAM_BYTES", features.activation_bytes + 1_000_000)
+    assert cost.graph_features(model, mapped).cached_bytes == 1_000_000
 
 
 def test_cpu_ops_are_excluded(shared_data: Path) -> None:
     path = shared_data / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
     predicted = cost.estimate(path)
-    everything = cost.estimate_model(read_model(path), cost.CALIBRATION,
-                                     [True] * len(read_model(path).operators))
+    model, mapped = _mapped_everything(path)
+    everything = cost.estimate_model(model, None, mapped)
     assert predicted.edgetpu_ops == 64 and predicted.macs < everything.macs
     assert predicted.output_bytes > 0  # tensors handed back to the CPU part
+
+    features = cost.graph_features(model, [op.mapped for op in analyze_model(path).ops])
+    assert features.cpu_macs == everything.macs - predicted.macs
+    assert features.cpu_elements >= 513 * 513 * 21  # the full-size resize on the CPU
 
 
 def test_ssd_postprocessing_work_is_anchors_times_classes(shared_data: Path) -> None:
     path = shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
-    macs, ops, link_ms, work = cost.features(path)
-    assert work == 1917 * 91  # class scores [1, 1917, 90 + background]
     estimate = cost.estimate(path)
-    assert estimate.cpu_elements == work and estimate.edgetpu_ops == ops
+    assert estimate.cpu_elements == 1917 * 91  # class scores [1, 1917, 90 + background]
     assert estimate.input_bytes == 300 * 300 * 3
     assert estimate.output_bytes == 1917 * 4 + 1917 * 91  # box encodings and scores back
-    assert link_ms == pytest.approx((estimate.input_bytes + estimate.output_bytes)
-                                    / cost.LINK_BYTES_PER_SECOND["usb3"] * 1e3, abs=1e-3)
 
 
-def test_calibrated_latency_of_the_published_mobilenet_v2(shared_data: Path) -> None:
-    """Coral publishes 2.6 ms (USB 3) for this very file; the fit keeps it within 25%."""
-    estimate = cost.estimate(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
-    assert estimate.latency_ms["usb3"] == pytest.approx(2.6, rel=0.25)
+def test_latency_is_the_features_times_the_constants(shared_data: Path) -> None:
+    """Independent constants: 1 ms per Edge TPU op, 1 ms per MB streamed, nothing else."""
+    model, mapped = _mapped_everything(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    features = cost.graph_features(model, mapped)
+    table = {"x": {"edgetpu_ops": 1.0, "streamed_bytes": 1e-6, "invoke": 0.5}}
+    assert cost.latency_ms(features, table) == {
+        "x": pytest.approx(0.5 + len(model.operators) + features.streamed_bytes * 1e-6)}
+    assert cost.GraphFeatures.from_dict(features.to_dict()) == features
+    assert len(features.vector()) == len(cost.FEATURES)
 
 
 def test_compiled_model_is_refused(shared_data: Path) -> None:
@@ -83,7 +101,7 @@ def test_edgetpu_check_prints_the_estimate(shared_data: Path,
     assert check_main([str(source), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["cost"]["macs"] == cost.estimate(source).macs
-    assert set(data["cost"]["latency_ms"]) == {"usb3", "usb2", "pcie"}
+    assert set(data["cost"]["latency_ms"]) == set(cost.DEVICES)
     assert check_main([str(source)]) == 0
     assert "Estimate (cost model, not a measurement)" in capsys.readouterr().out
     compiled = shared_data / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"

@@ -162,8 +162,13 @@ def test_int8_report_files_and_layers(tiny: dict, tmp_path: Path) -> None:
     cpu = report["latency"]["cpu"]
     assert cpu["int8_ms_p50"] > 0 and cpu["float_ms_p50"] > 0
     assert set(report["latency"]["model_bytes"]) == {"int8", "float"}
+    estimated = report["latency"]["edgetpu_estimated"]
+    assert estimated["estimate"] is True
+    assert set(estimated["ms"]) == {"usb3", "usb2", "pcie", "devboard"}
+    assert all(ms > 0 for ms in estimated["ms"].values())
     text = (out / "report.md").read_text()
     assert "Per-layer error" in text and "Latency" in text and "top-1 agreement" in text
+    assert "Edge TPU USB 3 (estimated) ms" in text and "(est.)" in text
 
 
 def test_agreement_without_labels(tiny: dict, tmp_path: Path) -> None:

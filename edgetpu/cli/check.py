@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                              intermediate_tensors=split_names(args.intermediate_tensors))
     estimate = None
     if not analysis.compiled:
-        from edgetpu.cost import CALIBRATION, estimate_model
+        from edgetpu.cost import estimate_model
         from edgetpu.tflite_model import read_model
 
-        estimate = estimate_model(read_model(args.model), CALIBRATION,
+        estimate = estimate_model(read_model(args.model), None,
                                   [op.mapped for op in analysis.ops])
     if args.json:
         data = analysis.to_json()
@@ -111,7 +111,8 @@ def _format_estimate(estimate) -> str:
     return (f"Estimate (cost model, not a measurement): {estimate.macs / 1e6:,.0f} M MACs on "
             f"the Edge TPU; parameters {estimate.cached_bytes:,} bytes cached on chip, "
             f"{estimate.streamed_bytes:,} streamed; about {ms['usb3']:.1f} ms on USB 3, "
-            f"{ms['usb2']:.1f} ms on USB 2, {ms['pcie']:.1f} ms on PCIe")
+            f"{ms['usb2']:.1f} ms on USB 2, {ms['pcie']:.1f} ms on PCIe, {ms['devboard']:.1f} ms "
+            "on the Dev Board")
 
 
 if __name__ == "__main__":

@@ -251,7 +251,19 @@ def _latency(config: ValidateConfig, reference: Reference | None) -> dict[str, A
         "cpu": cpu,
         "model_bytes": {name: model_size_bytes(path) for name, path in models.items()},
         "edgetpu": _edgetpu_latency(config),
+        "edgetpu_estimated": _edgetpu_estimate(config),
     }
+
+
+def _edgetpu_estimate(config: ValidateConfig) -> dict[str, Any]:
+    """The cost model's Edge TPU latency of the int8 model: an estimate, not a measurement."""
+    from edgetpu.cost import estimate
+    from edgetpu.runtime import is_edgetpu_model
+
+    if is_edgetpu_model(config.int8):
+        return {"skipped": "the model is already compiled (estimate its source .tflite)"}
+    return {"estimate": True, "source": "edgetpu.cost (fitted on Coral's published latencies)",
+            "ms": estimate(config.int8).latency_ms}
 
 
 def _edgetpu_latency(config: ValidateConfig) -> dict[str, Any]:

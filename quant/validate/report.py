@@ -150,12 +150,19 @@ def _latency_table(report: dict[str, Any]) -> list[str]:
     latency = report.get("latency") or {}
     if "cpu" not in latency:
         return []
+    estimated = (latency.get("edgetpu_estimated") or {}).get("ms")
     lines = ["## Latency (CPU, LiteRT XNNPACK)", "",
-             "| model | threads | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|"]
+             "| model | threads | p50 ms | p90 ms | p99 ms | Edge TPU USB 3 (estimated) ms |",
+             "|---|---|---|---|---|---|"]
     for threads, models in latency["cpu"]["by_threads"].items():
         for name, s in models.items():
+            tpu_ms = f"{estimated['usb3']:.2f} (est.)" if estimated and name == "int8" else "-"
             lines.append(f"| {name} | {threads} | {s['p50']:.2f} | {s['p90']:.2f} | "
-                         f"{s['p99']:.2f} |")
+                         f"{s['p99']:.2f} | {tpu_ms} |")
+    if estimated:
+        devices = ", ".join(f"{device} {ms:.2f} ms" for device, ms in estimated.items())
+        lines += ["", f"Edge TPU latency of the int8 model, estimated by the cost model from "
+                  f"its graph (not measured): {devices}."]
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in latency["model_bytes"].items())
     edgetpu = latency.get("edgetpu", {})
     tpu = (f"Edge TPU: skipped ({edgetpu['skipped']})" if "skipped" in edgetpu
