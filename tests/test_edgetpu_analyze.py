@@ -155,6 +155,15 @@ def test_op_version_above_the_compiler_fails_the_compilation(tmp_path: Path) -> 
     assert not analysis.fully_mapped
 
 
+def test_any_op_version_predicts_an_older_converters_output(tmp_path: Path) -> None:
+    path = _conv_model(tmp_path, version=6)
+    verdict = _single(analyze_model(path, any_op_version=True))
+    assert verdict.mapped
+    tensors = [_tensor("x", [1, 16]), _tensor("y", [1, 16])]
+    gelu = build_model(tmp_path / "gelu.tflite", tensors, [_op("GELU", [0], [1])], [0], [1])
+    assert _single(analyze_model(gelu, any_op_version=True)).rule == "op_version"
+
+
 def test_float_input_is_an_unsupported_data_type(tmp_path: Path) -> None:
     verdict = _single(analyze_model(_conv_model(tmp_path, input_dtype="FLOAT32")))
     assert verdict.status == analyze.UNSUPPORTED_DATA_TYPE and "FLOAT32" in verdict.reason
