@@ -11,8 +11,11 @@ anchors x classes for ``TFLite_Detection_PostProcess``, whose score scan dominat
 
 Latency per device (milliseconds) is linear in those features (:data:`FEATURES`)::
 
-    t = invoke + dense_macs * a + depthwise_macs * b + ops * c + streamed_bytes * d
+    t = invoke + array_macs * a + depthwise_macs * b + ops * c + streamed_bytes * d
         + boundary_bytes * e + cpu_macs * f + cpu_elements * g + postprocess_elements * h
+
+``array_macs`` are the dense MACs as the 64 x 64 multiply-accumulate array runs them (input
+depth and output channels padded to 64: :func:`array_macs`).
 
 with non-negative constants per device (``usb3``, ``usb2``, ``pcie``, ``devboard``) fitted on
 Coral's published latencies, together with the same hosts' published CPU-only timings (which
@@ -44,9 +47,13 @@ SRAM_BYTES = 8 * 1024 * 1024
 #: The devices a latency is estimated for.
 DEVICES = ("usb3", "usb2", "pcie", "devboard")
 #: The features, in the order of :meth:`GraphFeatures.vector` and of the fitted constants.
-FEATURES = ("invoke", "dense_macs", "depthwise_macs", "edgetpu_ops", "streamed_bytes",
+FEATURES = ("invoke", "array_macs", "depthwise_macs", "edgetpu_ops", "streamed_bytes",
             "boundary_bytes", "cpu_macs", "cpu_elements", "postprocess_elements")
 _DENSE = ("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+#: Side of the Edge TPU's multiply-accumulate array: 4 TOPS at 500 MHz is 4,096 MACs per cycle,
+#: a 64 x 64 array; a dense op's input depth (kernel taps x input channels) and output
+#: channels occupy it in tiles of 64, so 32 output channels cost as much as 64.
+ARRAY_SIDE = 64
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class GraphFeatures:
     """What the latency of a model depends on, read from its graph and its mapping."""
 
     dense_macs: int
+    array_macs: int
     depthwise_macs: int
     edgetpu_ops: int
     parameter_bytes: int
@@ -73,10 +81,10 @@ class GraphFeatures:
 
     def vector(self) -> list[float]:
         """The values :data:`FEATURES` names, in that order (invoke: 1 with Edge TPU ops)."""
-        return [float(self.edgetpu_ops > 0), float(self.dense_macs), float(self.depthwise_macs),
+        return [float(self.edgetpu_ops > 0), float(self.array_macs), float(self.depthwise_macs),
                 float(self.edgetpu_ops), float(self.streamed_bytes),
-                float(self.input_bytes + self.output_bytes), float(self.cpu_macs),
-                float(self.cpu_elements), float(self.postprocess_elements)]
+                float(self.input_bytes + self.output_bytes),
+                float(self.cpu_macs), float(self.cpu_elements), float(self.postprocess_elements)]
 
     def to_dict(self) -> dict[str, int]:
         """Return JSON-ready data."""
@@ -151,6 +159,7 @@ def graph_features(model: Model, mapped: list[bool]) -> GraphFeatures:
     on_tpu = [(op, c) for op, c, m in zip(model.operators, op_costs(model), mapped, strict=True)
               if m]
     dense = sum(c.macs for op, c in on_tpu if op.opcode in _DENSE)
+    array = sum(array_macs(model, op) for op, _ in on_tpu if op.opcode in _DENSE)
     depthwise = sum(c.macs for op, c in on_tpu if op.opcode == "DEPTHWISE_CONV_2D")
     params = sum(c.parameter_bytes for _, c in on_tpu)
     activations = peak_activation_bytes(model, mapped)
@@ -161,9 +170,36 @@ def graph_features(model: Model, mapped: list[bool]) -> GraphFeatures:
     postprocess = sum(_scores(model, op) for op, _ in on_cpu if op.opcode == DETECTION_POSTPROCESS)
     elements = sum(model.tensors[t].size for op, _ in on_cpu if op.opcode != DETECTION_POSTPROCESS
                    for t in op.outputs)
-    return GraphFeatures(dense, depthwise, len(on_tpu), params, cached, params - cached,
+    return GraphFeatures(dense, array, depthwise, len(on_tpu), params, cached, params - cached,
                          activations, in_bytes, out_bytes, sum(c.macs for _, c in on_cpu),
                          elements, postprocess)
+
+
+def array_macs(model: Model, op: Operator) -> int:
+    """MACs of a dense op as the 64 x 64 array runs them (depth and outputs padded to 64).
+
+    Per output pixel: ceil(kernel taps x input channels / 64) x ceil(output channels / 64)
+    array passes of 64 x 64; a transposed convolution runs per input pixel.
+    """
+    weights = model.tensors[op.inputs[1]].shape
+
+    def tiles(n: int) -> int:
+        return -(-n // ARRAY_SIDE) * ARRAY_SIDE
+
+    if op.opcode == "FULLY_CONNECTED":  # weights [out, in]
+        return tiles(weights[-1]) * tiles(weights[0])
+    if op.opcode == "CONV_2D":  # weights [out, kh, kw, in]; pixels of the output
+        shape = model.tensors[op.outputs[0]].shape
+        return _pixels(shape) * tiles(weights[1] * weights[2] * weights[3]) * tiles(weights[0])
+    shape = model.tensors[op.inputs[2]].shape  # TRANSPOSE_CONV weights [out, kh, kw, in]
+    return _pixels(shape) * tiles(weights[1] * weights[2] * weights[0]) * tiles(weights[3])
+
+
+def _pixels(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape[:-1]:
+        count *= dim
+    return count
 
 
 def peak_activation_bytes(model: Model, mapped: list[bool]) -> int:
@@ -244,19 +280,21 @@ def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:
             sum(model.tensors[t].size for t in returned))
 
 
-#: Fitted by ``scripts/bench_edgetpu_cost.py --fit`` on Coral's published latencies (see the
-#: README's table): milliseconds per unit of each of :data:`FEATURES`, per device.
+#: Fitted by ``scripts/bench_edgetpu_cost.py --fit`` on Coral's published latencies and the
+#: same hosts' CPU-only timings (23 models on USB 3 and the Dev Board, 16 on USB 2; the
+#: README's table): milliseconds per unit of each of :data:`FEATURES`, per device. The Edge
+#: TPU's own constants (array MACs, depthwise MACs, ops) are shared by all devices.
 CALIBRATION: dict[str, dict[str, float]] = {
-    "usb3": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
-             "edgetpu_ops": 0.025, "streamed_bytes": 3.125e-6, "boundary_bytes": 3.125e-6,
-             "cpu_elements": 9e-6},
-    "usb2": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
-             "edgetpu_ops": 0.025, "streamed_bytes": 2.857e-5, "boundary_bytes": 2.857e-5,
-             "cpu_elements": 9e-6},
-    "pcie": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
-             "edgetpu_ops": 0.025, "streamed_bytes": 2.5e-6, "boundary_bytes": 2.5e-6,
-             "cpu_elements": 9e-6},
-    "devboard": {"invoke": 0.1, "dense_macs": 1.65e-9, "depthwise_macs": 1.65e-9,
-                 "edgetpu_ops": 0.025, "streamed_bytes": 2.5e-6, "boundary_bytes": 2.5e-6,
-                 "cpu_elements": 4e-5},
+    "usb3": {"invoke": 0.0, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
+        "edgetpu_ops": 0.004909, "streamed_bytes": 1.913e-06, "boundary_bytes": 7.056e-06,
+        "cpu_macs": 5e-08, "cpu_elements": 4.726e-06, "postprocess_elements": 1.53e-06},
+    "usb2": {"invoke": 0.572, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
+        "edgetpu_ops": 0.004909, "streamed_bytes": 3.906e-05, "boundary_bytes": 6.819e-05,
+        "cpu_macs": 2.417e-07, "cpu_elements": 7.147e-06, "postprocess_elements": 2.227e-05},
+    "pcie": {"invoke": 0.1276, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
+        "edgetpu_ops": 0.004909, "streamed_bytes": 2.35e-06, "boundary_bytes": 6.393e-06,
+        "cpu_macs": 5e-08, "cpu_elements": 4.726e-06, "postprocess_elements": 1.53e-06},
+    "devboard": {"invoke": 0.1276, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
+        "edgetpu_ops": 0.004909, "streamed_bytes": 2.35e-06, "boundary_bytes": 6.393e-06,
+        "cpu_macs": 2.417e-07, "cpu_elements": 7.147e-06, "postprocess_elements": 4.029e-05},
 }
