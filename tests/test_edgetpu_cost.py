@@ -107,3 +107,53 @@ def test_edgetpu_check_prints_the_estimate(shared_data: Path,
     compiled = shared_data / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
     assert check_main([str(compiled), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cost"] is None
+
+
+def _bench() -> object:
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_edgetpu_cost",
+                                                      folder / "bench_edgetpu_cost.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def test_joint_fit_recovers_known_constants(shared_data: Path) -> None:
+    """Points made from known constants (shared Edge TPU ones, per-device link / CPU ones)
+    on real graphs, with their CPU-only twins: the fit finds the constants, and held-out
+    models are predicted within 2%."""
+    bench = _bench()
+    coral = shared_data / "coral"
+    graphs, cpu_only = [], []
+    for name in ("mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant",
+                 "mobilenet_v1_0.75_192_quant", "mobilenet_v2_1.0_224_quant",
+                 "deeplabv3_mnv2_dm05_pascal_quant", "tf2_mobilenet_v2_1.0_224_ptq"):
+        path = coral / f"{name}.tflite"
+        model = read_model(path)
+        graphs.append((name, cost.graph_features(model,
+                                                 [op.mapped for op in analyze_model(path).ops])))
+        cpu_only.append((name, cost.graph_features(model, [False] * len(model.operators))))
+    truth = {device: {"invoke": 0.2 * (i + 1), "array_macs": 1e-9, "depthwise_macs": 3e-8,
+                      "edgetpu_ops": 0.01, "streamed_bytes": 2e-6 * (i + 1),
+                      "boundary_bytes": 5e-6 * (i + 1), "cpu_macs": 1e-7, "cpu_elements": 1e-5,
+                      "postprocess_elements": 2e-5}
+             for i, device in enumerate(bench.FITTED_DEVICES)}
+    points = [bench.Point(name, device, cost.latency_ms(features, truth)[device], features)
+              for name, features in graphs for device in bench.FITTED_DEVICES]
+    points += [bench.Point(name, device, cost.latency_ms(features, truth)[device], features,
+                           cpu_only=True)
+               for name, features in cpu_only for device in bench.FITTED_DEVICES]
+    devices, calibration = bench.report(points)
+    for device in bench.FITTED_DEVICES:
+        assert devices[device]["loo_max_rel_error"] < 0.02
+        for _, features in graphs:
+            assert cost.latency_ms(features, calibration)[device] == pytest.approx(
+                cost.latency_ms(features, truth)[device], rel=0.02)
