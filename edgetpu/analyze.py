@@ -549,20 +549,15 @@ def _softmax(model: Model, op: Operator) -> tuple[str, str] | None:
     return None
 
 
-def _transpose(model: Model, op: Operator) -> tuple[str, str] | None:
-    tensor = model.activation_inputs(op)[0]
-    if tensor.size > TRANSPOSE_MAX_ELEMENTS:
-        return ("transpose_size", f"transpose of {tensor.size:,} elements (at most "
-                f"{TRANSPOSE_MAX_ELEMENTS:,} map)")
-    return None
+def _size_limit(rule: str, limit: int) -> _Check:
+    """A check that the op's input has at most ``limit`` elements (rule ``rule``)."""
+    def check(model: Model, op: Operator) -> tuple[str, str] | None:
+        tensor = model.activation_inputs(op)[0]
+        if tensor.size > limit:
+            return (rule, f"{op.opcode} of {tensor.size:,} elements (at most {limit:,} map)")
+        return None
 
-
-def _reshape(model: Model, op: Operator) -> tuple[str, str] | None:
-    tensor = model.activation_inputs(op)[0]
-    if tensor.size > RESHAPE_MAX_ELEMENTS:
-        return ("reshape_size", f"reshape of {tensor.size:,} elements (at most "
-                f"{RESHAPE_MAX_ELEMENTS:,} map)")
-    return None
+    return check
 
 
 def _strided_slice(model: Model, op: Operator) -> tuple[str, str] | None:
@@ -658,8 +653,8 @@ _OP_CHECKS: dict[str, _Check] = {
          "PRELU", "TRANSPOSE_CONV", "SUM", "REDUCE_MAX", "REDUCE_MIN", "SPLIT",
          "UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "RSQRT", "SQUARED_DIFFERENCE"), _no_check),
     "PAD": _pad,
-    "RESHAPE": _reshape,
-    "TRANSPOSE": _transpose,
+    "RESHAPE": _size_limit("reshape_size", RESHAPE_MAX_ELEMENTS),
+    "TRANSPOSE": _size_limit("transpose_size", TRANSPOSE_MAX_ELEMENTS),
     "CONCATENATION": _concatenation,
     "AVERAGE_POOL_2D": _fused_activation,
     "MAX_POOL_2D": _fused_activation,

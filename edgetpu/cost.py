@@ -108,22 +108,19 @@ class OpCost:
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """Totals and the latency estimate per device (milliseconds)."""
+    """A model's latency features and the latency estimate per device (milliseconds)."""
 
-    macs: int
-    parameter_bytes: int
-    cached_bytes: int
-    streamed_bytes: int
-    activation_bytes: int
-    input_bytes: int
-    output_bytes: int
-    edgetpu_ops: int
-    cpu_elements: int
+    features: GraphFeatures
     latency_ms: dict[str, float]
 
+    @property
+    def macs(self) -> int:
+        """All multiply-accumulates on the Edge TPU."""
+        return self.features.macs
+
     def to_dict(self) -> dict[str, Any]:
-        """Return JSON-ready data."""
-        return asdict(self)
+        """Return JSON-ready data: the features, ``macs`` and ``latency_ms``."""
+        return {**self.features.to_dict(), "macs": self.macs, "latency_ms": self.latency_ms}
 
 
 def op_costs(model: Model) -> list[OpCost]:
@@ -261,10 +258,8 @@ def estimate_model(model: Model, calibration: dict[str, dict[str, float]] | None
         calibration: latency constants per device (None: :data:`CALIBRATION`).
         mapped: per operator, True when it runs on the Edge TPU.
     """
-    f = graph_features(model, mapped)
-    return CostEstimate(f.macs, f.parameter_bytes, f.cached_bytes, f.streamed_bytes,
-                        f.activation_bytes, f.input_bytes, f.output_bytes, f.edgetpu_ops,
-                        f.cpu_elements + f.postprocess_elements, latency_ms(f, calibration))
+    features = graph_features(model, mapped)
+    return CostEstimate(features, latency_ms(features, calibration))
 
 
 def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:

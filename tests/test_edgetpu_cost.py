@@ -25,9 +25,10 @@ def test_macs_match_published(shared_data: Path, name: str, published_macs: floa
 
 def test_small_model_is_cached_and_devices_order(shared_data: Path) -> None:
     estimate = cost.estimate(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
-    assert estimate.streamed_bytes == 0
-    assert estimate.cached_bytes == estimate.parameter_bytes > 3_000_000
-    assert estimate.input_bytes == 224 * 224 * 3
+    features = estimate.features
+    assert features.streamed_bytes == 0
+    assert features.cached_bytes == features.parameter_bytes > 3_000_000
+    assert features.input_bytes == 224 * 224 * 3
     latency = estimate.latency_ms
     assert set(latency) == set(cost.DEVICES)
     assert 0 < latency["usb3"] < latency["usb2"]
@@ -63,8 +64,8 @@ def test_cpu_ops_are_excluded(shared_data: Path) -> None:
     predicted = cost.estimate(path)
     model, mapped = _mapped_everything(path)
     everything = cost.estimate_model(model, None, mapped)
-    assert predicted.edgetpu_ops == 64 and predicted.macs < everything.macs
-    assert predicted.output_bytes > 0  # tensors handed back to the CPU part
+    assert predicted.features.edgetpu_ops == 64 and predicted.macs < everything.macs
+    assert predicted.features.output_bytes > 0  # tensors handed back to the CPU part
 
     features = cost.graph_features(model, [op.mapped for op in analyze_model(path).ops])
     assert features.cpu_macs == everything.macs - predicted.macs
@@ -73,10 +74,11 @@ def test_cpu_ops_are_excluded(shared_data: Path) -> None:
 
 def test_ssd_postprocessing_work_is_anchors_times_classes(shared_data: Path) -> None:
     path = shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
-    estimate = cost.estimate(path)
-    assert estimate.cpu_elements == 1917 * 91  # class scores [1, 1917, 90 + background]
-    assert estimate.input_bytes == 300 * 300 * 3
-    assert estimate.output_bytes == 1917 * 4 + 1917 * 91  # box encodings and scores back
+    features = cost.estimate(path).features
+    assert features.postprocess_elements == 1917 * 91  # class scores [1, 1917, 90 + background]
+    assert features.cpu_elements == 0 and features.cpu_macs == 0
+    assert features.input_bytes == 300 * 300 * 3
+    assert features.output_bytes == 1917 * 4 + 1917 * 91  # box encodings and scores back
 
 
 def test_latency_is_the_features_times_the_constants(shared_data: Path) -> None:

@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _format_estimate(estimate) -> str:
     ms = estimate.latency_ms
+    features = estimate.features
     return (f"Estimate (cost model, not a measurement): {estimate.macs / 1e6:,.0f} M MACs on "
-            f"the Edge TPU; parameters {estimate.cached_bytes:,} bytes cached on chip, "
-            f"{estimate.streamed_bytes:,} streamed; about {ms['usb3']:.1f} ms on USB 3, "
+            f"the Edge TPU; parameters {features.cached_bytes:,} bytes cached on chip, "
+            f"{features.streamed_bytes:,} streamed; about {ms['usb3']:.1f} ms on USB 3, "
             f"{ms['usb2']:.1f} ms on USB 2, {ms['pcie']:.1f} ms on PCIe, {ms['devboard']:.1f} ms "
             "on the Dev Board")
 
