@@ -105,7 +105,6 @@ class Rule:
     evidence: str
 
 
-_SEEN_LOGS = "../shared/data/coral_wild"
 #: Every rule the analyzer applies. ``evidence`` names a real compile (a log line of a pair in
 #: ``../shared/data/coral`` or ``coral_wild``, or a compiler output quoted in a public issue)
 #: for ``seen`` rules, and the document or reasoning for ``inferred`` ones.
@@ -400,8 +399,8 @@ def _table_name(op: OpVerdict, custom_names: bool) -> str:
 
 # --- rules --------------------------------------------------------------------------------
 
-_Found = "tuple[str, str] | None"  # (rule key, reason)
-_Check = Callable[[Model, Operator], _Found]
+#: A rule check: None when the op passes, else (key of RULES, reason).
+_Check = Callable[[Model, Operator], "tuple[str, str] | None"]
 
 
 def _judge(model: Model, op: Operator, runtime: int, any_op_version: bool = False
