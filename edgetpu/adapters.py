@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 # The [-1, 1] convention of TF-slim MobileNets and SSDs: (pixel - 127.5) / 127.5.
 DEFAULT_MEAN = (127.5, 127.5, 127.5)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeq.errors import BadInputError
 from edgetpu.compiler_versions import (
     COMPILER_MAX_OP_VERSIONS,
     INT8_MIN_RUNTIME,
@@ -58,7 +59,6 @@ from edgetpu.tflite_model import (
     Tensor,
     read_model,
 )
-from quant.errors import BadInputError
 
 __all__ = ["COMPILER_MAX_OP_VERSIONS", "RULES", "Analysis", "OpVerdict", "Rule",
            "analyze_model", "compiler_table", "format_report", "format_table",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quant.errors import BadInputError, MissingToolError
-from quant.outputs import atomic_write_all, temp_prefix
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.outputs import atomic_write_all, temp_prefix
 
 COMPILER_NAME = "edgetpu_compiler"
 DOCKER_IMAGE = "edgetpu-compiler"
@@ -370,7 +370,7 @@ def run_compiler(command: list[str], model: str | Path, options: CompilerOptions
 
     The compiler writes into a temporary folder; its models and logs, and the files that
     ``sidecars`` returns, are then written to ``out_dir`` as one group
-    (:func:`quant.outputs.atomic_write_all`): all of them or, after Ctrl-C, a kill or a full
+    (:func:`edgeq.outputs.atomic_write_all`): all of them or, after Ctrl-C, a kill or a full
     disk, none.
 
     Args:

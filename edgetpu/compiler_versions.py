@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 
 @dataclass(frozen=True)

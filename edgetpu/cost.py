@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeq.errors import BadInputError
 from edgetpu.tflite_model import DETECTION_POSTPROCESS, Model, Operator, read_model
-from quant.errors import BadInputError
 
 #: Parameter cache the compiler can use on the Edge TPU (bytes); the chip has about 8 MB of
 #: SRAM, reports of edgetpu_compiler 16.0 show used + remaining of about 7 MiB.

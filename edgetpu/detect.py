@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.images import IMAGE_SUFFIXES, Preprocess, read_rgb
 from edgetpu import adapters
 from edgetpu.labels import label_name
 from edgetpu.runtime import make_interpreter
-from quant.errors import BadInputError, MissingToolError
-from quant.preprocess import Preprocess, read_rgb
-from quant.validate.data import IMAGE_SUFFIXES
 
 STAGES = ("preprocess", "inference", "postprocess")
 
@@ -129,7 +128,7 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Return the RGB pixels of an image file (any mode, see :func:`quant.preprocess.read_rgb`).
+    """Return the RGB pixels of an image file (any mode, see :func:`edgeq.images.read_rgb`).
 
     Raises:
         BadInputError: the file is not a readable image.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 PLACEHOLDERS = {"???", "n/a", "N/A", ""}
 _PAIR = re.compile(r"^\s*(\d+)[\s:,]+(.*\S)\s*$")
@@ -60,7 +60,7 @@ def _named(labels: dict[int, str]) -> dict[int, str]:
 
 
 def _from_pbtxt(text: str, path: Path) -> dict[int, str]:
-    from quant.pipeline_config import parse_text_proto
+    from edgeq.textproto import parse_text_proto
 
     items = parse_text_proto(text, str(path)).get("item", [])
     labels = {}

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.images import cpu_count
 from edgetpu import tflite_model
-from quant.errors import BadInputError, MissingToolError
 
 EDGETPU_CUSTOM_OP = tflite_model.EDGETPU_CUSTOM_OP
 
@@ -159,7 +160,7 @@ def get_backend(name: str | None = None, *, for_delegate: bool = False) -> Backe
 def _import_backend(name: str) -> Backend:
     module_name = _BACKENDS[name]
     if name == "tensorflow":
-        from quant._tensorflow import tf
+        from edgeq._tensorflow import tf
 
         module = tf.lite
         return Backend(name, module.Interpreter, module.experimental.load_delegate)
@@ -318,12 +319,6 @@ def check_loads(path: Path, backend: Backend, num_threads: int | None = None,
     _LOADED.add(key)
 
 
-def cpu_count() -> int:
-    """Return the number of CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def list_edge_tpus() -> list[EdgeTpuDevice]:

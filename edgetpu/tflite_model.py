@@ -3,7 +3,7 @@
 Nothing native ever sees the bytes: the file is checked first (size, the ``TFL3`` file
 identifier, the root table and every vector it references lying inside the buffer), then
 walked once into frozen records. A missing, empty, truncated or foreign file raises a
-:class:`~quant.errors.BadInputError` that names the file and the fix.
+:class:`~edgeq.errors.BadInputError` that names the file and the fix.
 
 Example::
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 #: The custom op that holds what ``edgetpu_compiler`` mapped to the Edge TPU.
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"

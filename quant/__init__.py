@@ -2,7 +2,7 @@
 
 The ``quant`` package builds float models and quantizes them; ``edgetpu`` compiles,
 analyses and runs the results. TensorFlow is imported lazily, through
-:mod:`quant._tensorflow`, so that light commands (``quantize --list``) start fast.
+:mod:`edgeq._tensorflow`, so that light commands (``quantize --list``) start fast.
 """
 
 __version__ = "0.1.0"

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ the manifest; named sets live under ``calib_data/``), or a labels CSV (``file,la
 With no source, a public calibration set is downloaded once into the cache (Imagenette
 validation images for classifiers, COCO-like images for detectors). Sampling is
 deterministic (``size`` images drawn with ``seed``), pixels are decoded with the model's own
-:class:`~quant.preprocess.Preprocess`, and unreadable files are skipped and counted.
+:class:`~edgeq.images.Preprocess`, and unreadable files are skipped and counted.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from quant.errors import BadInputError, MissingToolError
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.images import IMAGE_SUFFIXES, Preprocess, is_image, list_images
 from quant.fetch import download, extract
-from quant.preprocess import Preprocess
-from quant.validate.data import IMAGE_SUFFIXES, is_image, list_images
 
 # Public sets for users who are online: (URL, folder inside the archive, what it is).
 DEFAULT_SETS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 # Keras weight short name -> TF-slim variable short name.
@@ -49,7 +49,7 @@ def open_checkpoint(prefix: str | Path):
     Raises:
         BadInputError: the prefix has no readable ``.index`` / ``.data`` files.
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     try:
         return tf.train.load_checkpoint(str(prefix))

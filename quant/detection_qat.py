@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 from quant.fetch import extract, is_archive
 
 GRAPH_FILE = "tflite_graph.pb"
@@ -62,7 +62,7 @@ def convert_tflite_graph(source: str | Path, input_size: tuple[int, int] | None 
     Raises:
         BadInputError: no graph, or the converter rejects it (its first line quoted).
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     graph = find_tflite_graph(source)
     if input_size is None:

@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from edgeq.errors import BadInputError
+from edgeq.images import inception_preprocess
 from quant.anchors import ssd_anchors
-from quant.errors import BadInputError
 from quant.fetch import locate_checkpoint
 from quant.pipeline_config import SsdConfig, read_ssd_config
 from quant.postprocess import DetectionHead
-from quant.preprocess import inception_preprocess
 
 # Checkpoint scopes an SSD's weights live in; anything else under them must be consumed.
 SSD_SCOPES = ("FeatureExtractor", "BoxPredictor", "WeightSharedConvolutionalBoxPredictor")

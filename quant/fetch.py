@@ -28,9 +28,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from tqdm import tqdm
 
-from quant.errors import BadInputError, MissingToolError
-from quant.outputs import file_lock, remove_stale_temps, temp_prefix
-from quant.paths import cache_dir
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.outputs import file_lock, remove_stale_temps, temp_prefix
+from edgeq.paths import cache_dir
 
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar")
 MAX_EXTRACTED_BYTES = 4 * 1024**3

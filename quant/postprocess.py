@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 from quant.pipeline_config import SsdConfig
 
 OP_NAME = "TFLite_Detection_PostProcess"

@@ -12,10 +12,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edgeq.errors import BadInputError
+from edgeq.images import Preprocess
 from quant import zoo
-from quant.errors import BadInputError
 from quant.fetch import ARCHIVE_SUFFIXES, is_url, locate_checkpoint
-from quant.preprocess import Preprocess, PreprocessOptions
+from quant.preprocess import PreprocessOptions
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -124,7 +125,7 @@ def _from_zoo(spec: zoo.ModelSpec, checkpoint: str, source: str,
 
 
 def _from_keras(path: Path, source: str, options: PreprocessOptions) -> FloatModel:
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     if not path.exists():
         raise BadInputError(f"{path}: no such file or folder")
@@ -165,7 +166,7 @@ def _load_saved_model(path: Path):
     Raises:
         BadInputError: the folder is not a readable SavedModel.
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     try:
         return tf.saved_model.load(str(path))
@@ -177,7 +178,7 @@ def _load_saved_model(path: Path):
 
 def _wrap_saved_model(loaded, path: Path):
     """Wrap a non-Keras SavedModel's serving signature (TF Hub style) in a Keras model."""
-    from quant._tensorflow import keras, tf
+    from edgeq._tensorflow import keras, tf
 
     signature = loaded.signatures.get("serving_default")
     if signature is None:
@@ -202,7 +203,7 @@ def _wrap_saved_model(loaded, path: Path):
 
 def _with_batch_one(model, path: Path):
     """Return ``model`` with a static batch-1 input (rebuilt around its layers if needed)."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     if len(model.inputs) != 1:
         raise BadInputError(f"{path}: models with {len(model.inputs)} inputs are not supported")

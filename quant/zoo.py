@@ -3,8 +3,20 @@
 One frozen :class:`ModelSpec` per pretrained variant, held in a private registry filled
 from the tables below (the published columns exactly as published; ``None`` where a table
 has no value). The public API is :func:`list_models`, :func:`is_model`, :func:`get_model`,
-:func:`suggest`, :func:`select_models` and :func:`recommend`. Importing this module does
-not import TensorFlow.
+:func:`suggest`, :func:`select_models`, :func:`recommend` and :func:`edgetpu_latency_ms`.
+Importing this module does not import TensorFlow.
+
+Buildable rows and the Coral estimate: ``ModelSpec.builder`` names the registry entry
+``quantize --model NAME`` builds the row with (the classifier family, a key of
+:func:`quant.models.build_classifier`, or the ``feature_extractor.type`` of the detection
+archive's ``pipeline.config``, a key of :func:`quant.models.ssd.build_ssd`). Those registries
+import TensorFlow, so ``scripts/zoo_latency.py`` records their keys (and the rows a builder
+refuses, e.g. for ``use_explicit_padding``) in the package data ``zoo_edgetpu.json``, next to
+the graph features of every buildable row built with random weights; ``ModelSpec.buildable``
+is read from that record and a test keeps it equal to the live registries. Latencies are
+computed from the stored features when read (:func:`edgetpu_latency_ms`, through
+:func:`edgetpu.cost.latency_ms`), so refitting the cost model's constants needs no
+regeneration (changing a builder or the features of ``edgetpu.cost.GraphFeatures`` does).
 
 Sources (``tensorflow/models``):
 
@@ -28,20 +40,36 @@ Families: ``mobilenet_v1`` and ``mobilenet_v2`` (classifiers, the keys of
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import fnmatch
+import functools
+import json
 from collections.abc import Callable, Iterable
+from importlib import resources
 from typing import Any
 
-from quant.errors import BadInputError
-from quant.preprocess import Preprocess, inception_preprocess
+from edgeq.errors import BadInputError
+from edgeq.images import Preprocess, inception_preprocess
 
 TASKS = ("classify", "detect")
 # Sort keys: "table" keeps the published order; size-like keys ascend, accuracy keys
 # descend; models lacking the value go last.
-SORT_KEYS = ("table", "name", "macs", "params", "latency", "top1", "map", "input_size")
+# "latency": the published timing (its table's device); "coral": the estimated Coral Edge
+# TPU latency on the chosen device (default usb3).
+SORT_KEYS = ("table", "name", "macs", "params", "latency", "coral", "top1", "map",
+             "input_size")
 _DESCENDING = ("top1", "map")
+#: Coral Edge TPU devices with a latency estimate (the keys of ``edgetpu.cost.latency_ms``).
+DEVICES = ("usb3", "usb2", "pcie", "devboard")
+DEFAULT_DEVICE = "usb3"
+#: Short device names for column headers and messages.
+DEVICE_LABELS = {"usb3": "USB3", "usb2": "USB2", "pcie": "PCIe", "devboard": "Dev Board"}
+#: The package data file of buildable rows and their graph features.
+EDGETPU_TABLE = "zoo_edgetpu.json"
+#: How to regenerate it.
+REGENERATE = "python scripts/zoo_latency.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +103,11 @@ class ModelSpec:
         edgetpu_capable: whether the network (detection post-processing aside) can be
             mapped to the Coral Edge TPU once fully int8-quantized.
         edgetpu_note: why not, or what to expect.
+        builder: the builder registry key ``quantize --model`` dispatches on: the classifier
+            family or the ``feature_extractor.type`` of the row's ``pipeline.config``; None
+            for two-stage detectors (quantize builds single-shot detectors only).
+        buildable: whether this tool can build and quantize the row today (its builder is
+            registered and accepts the row's settings; see the module docstring).
     """
 
     name: str
@@ -102,6 +135,8 @@ class ModelSpec:
     extra_columns: tuple[tuple[str, str], ...] = ()
     edgetpu_capable: bool = True
     edgetpu_note: str = ""
+    builder: str | None = None
+    buildable: bool = False
 
     @property
     def published_latency_ms(self) -> float | None:
@@ -124,10 +159,13 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """Rebuild a spec from :meth:`to_dict` output (e.g. a JSON sidecar).
 
+        Keys that listings add to the spec (``edgetpu_latency_ms``) are ignored.
+
         Raises:
             BadInputError: unknown or missing keys.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in _DERIVED_KEYS}
         unknown = set(data) - fields
         if unknown:
             raise BadInputError(f"unknown model spec keys {sorted(unknown)}")
@@ -140,6 +178,9 @@ class ModelSpec:
         except TypeError as exc:
             raise BadInputError(f"incomplete model spec: {exc}") from exc
 
+
+# Keys a listing adds to ModelSpec.to_dict() that are computed, not part of the spec.
+_DERIVED_KEYS = ("edgetpu_latency_ms",)
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -215,7 +256,7 @@ def _classifier(family: str, url: str, table: str, mult: float, size: int, macs:
         checkpoint_prefix=f"{name}.ckpt", preprocess=inception_preprocess(size),
         source_table=table, macs_m=macs, params_m=params, top1=top1, top5=top5,
         latency_ms=latency, timing="Mobile CPU (ms) Pixel 1" if latency is not None else None,
-        edgetpu_note=_CLASSIFIER_NOTE,
+        edgetpu_note=_CLASSIFIER_NOTE, builder=family,
     )
 
 
@@ -445,6 +486,15 @@ def _edgetpu(name: str, family: str) -> tuple[bool, str]:
     return True, _SSD_NOTE
 
 
+def _feature_extractor(name: str, family: str) -> str | None:
+    """The ``feature_extractor.type`` of a single-shot row's ``pipeline.config``."""
+    if family in _TWO_STAGE_FAMILIES:
+        return None
+    if family == "ssdlite_mobiledet":  # ssd_mobiledet_{cpu,edgetpu,dsp}
+        return f"ssd_mobiledet_{name.split('_')[2]}"
+    return family.replace("ssdlite_", "ssd_", 1)  # SSDLite: the SSD extractor, depthwise
+
+
 def _detector(table: _DetectionTable, name: str, family: str, archive: str,
               timing_ms: float | None, published_map: float | None, outputs: str,
               num_classes: int | None, size: int | None, resizer: str | None,
@@ -462,17 +512,48 @@ def _detector(table: _DetectionTable, name: str, family: str, archive: str,
         map=published_map, map_metric=table.metric,
         coco_map=published_map if table.coco else None, outputs=outputs, resizer=resizer,
         extra_columns=extra, edgetpu_capable=capable, edgetpu_note=note,
+        builder=_feature_extractor(name, family),
     )
 
 
+def edgetpu_table() -> dict[str, Any]:
+    """Return (a copy of) the package data :data:`EDGETPU_TABLE` (see the module docstring).
+
+    Keys: ``builders`` (per task, the builder registry keys), ``refused`` (name -> why a
+    registered builder refuses the row), ``models`` (name -> ``builder`` settings and graph
+    ``features``), ``graph_features``, ``settings`` and ``tool_version``. Empty sections when
+    the file is absent.
+    """
+    return copy.deepcopy(_table())
+
+
+@functools.cache
+def _table() -> dict[str, Any]:
+    empty: dict[str, Any] = {"builders": {}, "refused": {}, "models": {}}
+    try:
+        text = resources.files("quant").joinpath(EDGETPU_TABLE).read_text()
+    except (FileNotFoundError, OSError):
+        return empty
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"quant/{EDGETPU_TABLE} is not valid JSON ({exc}); regenerate it "
+                            f"with {REGENERATE}") from exc
+    return {**empty, **data}
+
+
+def _buildable(spec: ModelSpec) -> bool:
+    table = _table()
+    return (spec.builder is not None and spec.builder in table["builders"].get(spec.task, ())
+            and spec.name not in table["refused"])
+
+
 def _register_all() -> None:
-    for row in _V2_ROWS:
-        _register(_classifier("mobilenet_v2", _V2_URL, _V2_TABLE, *row))
-    for row in _V1_ROWS:
-        _register(_classifier("mobilenet_v1", _V1_URL, _V1_TABLE, *row))
-    for table in _DETECTION_TABLES:
-        for row in table.rows:
-            _register(_detector(table, *row))
+    specs = [_classifier("mobilenet_v2", _V2_URL, _V2_TABLE, *row) for row in _V2_ROWS]
+    specs += [_classifier("mobilenet_v1", _V1_URL, _V1_TABLE, *row) for row in _V1_ROWS]
+    specs += [_detector(table, *row) for table in _DETECTION_TABLES for row in table.rows]
+    for spec in specs:
+        _register(dataclasses.replace(spec, buildable=_buildable(spec)))
 
 
 _register_all()
@@ -515,9 +596,53 @@ def get_model(name: str) -> ModelSpec:
         raise BadInputError(f"unknown model {name!r}{hint} (see quantize --list)") from None
 
 
-def _sort_value(spec: ModelSpec, key: str) -> tuple[bool, Any]:
+def edgetpu_features(name: str):
+    """Return the stored :class:`edgetpu.cost.GraphFeatures` of a buildable row, or None.
+
+    None for rows that are not buildable or not in the table yet (see :data:`REGENERATE`).
+
+    Raises:
+        BadInputError: the stored features do not match the cost model's (regenerate).
+    """
+    spec = get_model(name)
+    entry = _table()["models"].get(name)
+    if not spec.buildable or entry is None:
+        return None
+    from edgetpu.cost import GraphFeatures
+
+    try:
+        return GraphFeatures.from_dict(entry["features"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"quant/{EDGETPU_TABLE}: the features of {name} do not fit "
+                            f"edgetpu.cost.GraphFeatures ({exc!r}); regenerate the table "
+                            f"with {REGENERATE} --force") from exc
+
+
+def edgetpu_latency_ms(name: str) -> dict[str, float] | None:
+    """Return the estimated Coral Edge TPU milliseconds per inference of a zoo row by device
+    (``usb3``, ``usb2``, ``pcie``, ``devboard``), computed now from its stored graph features
+    by :func:`edgetpu.cost.latency_ms`; None when the row is not buildable (or not in the
+    table yet). An estimate from the graph, not a measurement.
+    """
+    features = edgetpu_features(name)
+    if features is None:
+        return None
+    from edgetpu.cost import latency_ms
+
+    return latency_ms(features)
+
+
+def _estimate(spec: ModelSpec, device: str | None) -> float | None:
+    latency = edgetpu_latency_ms(spec.name)
+    return None if latency is None else latency.get(device or DEFAULT_DEVICE)
+
+
+def _sort_value(spec: ModelSpec, key: str, device: str | None = None) -> tuple[bool, Any]:
     if key == "table":
         return (False, _ORDER.get(spec.name, len(_ORDER)))
+    if key == "coral":
+        value = _estimate(spec, device)
+        return (True, 0) if value is None else (False, value)
     value = {"name": spec.name, "macs": spec.macs_m, "params": spec.params_m,
              "latency": spec.published_latency_ms, "top1": spec.top1, "map": spec.map,
              "input_size": spec.input_size}[key]
@@ -531,7 +656,10 @@ class Constraints:
     """Filters for :func:`select_models`; None (or False) means no constraint.
 
     ``max_latency_ms`` compares with each table's own timing column (``ModelSpec.timing``
-    names its device). A model lacking the published figure a constraint needs fails it.
+    names its device) unless ``device`` is given: then with the estimated Coral Edge TPU
+    latency on that device (:func:`edgetpu_latency_ms`). ``device`` alone filters nothing; it
+    also picks the device of the ``coral`` sort key and of :func:`recommend`. A model lacking
+    the figure a constraint needs fails it.
     """
 
     task: str | None = None
@@ -542,10 +670,15 @@ class Constraints:
     min_map: float | None = None
     input_size: int | None = None
     edgetpu_only: bool = False
+    buildable_only: bool = False
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.task is not None and self.task not in TASKS:
             raise BadInputError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.device is not None and self.device not in DEVICES:
+            raise BadInputError(f"unknown Edge TPU device {self.device!r}; expected one of "
+                                f"{DEVICES}")
 
     def given(self) -> dict[str, Any]:
         """Return the constraints that are set, by name."""
@@ -561,17 +694,22 @@ class Constraints:
         def at_least(value: float | None, limit: float) -> bool:
             return value is not None and value >= limit
 
+        def latency(spec: ModelSpec) -> float | None:
+            return (spec.published_latency_ms if self.device is None
+                    else _estimate(spec, self.device))
+
         predicates: dict[str, Callable[[ModelSpec], bool]] = {
             "task": lambda s: s.task == self.task,
             "max_macs": lambda s: at_most(s.macs_m, self.max_macs),
             "max_params": lambda s: at_most(s.params_m, self.max_params),
-            "max_latency_ms": lambda s: at_most(s.published_latency_ms, self.max_latency_ms),
+            "max_latency_ms": lambda s: at_most(latency(s), self.max_latency_ms),
             "min_top1": lambda s: at_least(s.top1, self.min_top1),
             "min_map": lambda s: at_least(s.map, self.min_map),
             "input_size": lambda s: s.input_size == self.input_size,
             "edgetpu_only": lambda s: s.edgetpu_capable,
+            "buildable_only": lambda s: s.buildable,
         }
-        return {name: predicates[name] for name in self.given()}
+        return {name: predicates[name] for name in self.given() if name in predicates}
 
 
 def select_models(constraints: Constraints | None = None, sort: str = "table",
@@ -581,7 +719,8 @@ def select_models(constraints: Constraints | None = None, sort: str = "table",
     Args:
         constraints: the filters; None for all models.
         sort: one of :data:`SORT_KEYS` (``table``: published order; size-like keys ascend,
-            ``top1`` / ``map`` descend; models lacking the value last, ties by name).
+            ``top1`` / ``map`` descend; ``coral``: the estimate on ``constraints.device``,
+            default usb3; models lacking the value last, ties by name).
         models: the specs to filter; default the whole zoo.
 
     Raises:
@@ -589,10 +728,15 @@ def select_models(constraints: Constraints | None = None, sort: str = "table",
     """
     if sort not in SORT_KEYS:
         raise BadInputError(f"unknown sort key {sort!r}; expected one of {SORT_KEYS}")
-    checks = (constraints or Constraints()).checks().values()
+    constraints = constraints or Constraints()
+    checks = constraints.checks().values()
     pool = _REGISTRY.values() if models is None else models
     chosen = [spec for spec in pool if all(check(spec) for check in checks)]
-    return sorted(chosen, key=lambda spec: (_sort_value(spec, sort), spec.name))
+    return sorted(chosen, key=lambda spec: (_sort_value(spec, sort, constraints.device),
+                                            spec.name))
+
+
+RANKINGS = ("latency", "size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -601,10 +745,12 @@ class Recommendation:
 
     Attributes:
         spec: the chosen model, or None when nothing meets the constraints.
-        candidates: how many models meet every constraint.
-        limiting: the constraint that alone leaves the fewest models (None if none given).
-        limiting_count: how many models that constraint alone leaves.
-        ranked_by: what "smallest" meant for the candidates.
+        candidates: how many buildable models meet every constraint.
+        limiting: the constraint that alone leaves the fewest buildable models (None if none
+            given).
+        limiting_count: how many buildable models that constraint alone leaves.
+        ranked_by: what "best" meant for the candidates.
+        device: the Edge TPU device of the latency ranking (None when ranked by size).
     """
 
     spec: ModelSpec | None
@@ -612,6 +758,7 @@ class Recommendation:
     limiting: str | None
     limiting_count: int
     ranked_by: str
+    device: str | None = None
 
 
 def _size_key(spec: ModelSpec) -> tuple:
@@ -620,25 +767,44 @@ def _size_key(spec: ModelSpec) -> tuple:
             spec.name)
 
 
-def recommend(constraints: Constraints | None = None) -> Recommendation:
-    """Pick the smallest model meeting ``constraints``, as the TFLite model guide advises.
+def recommend(constraints: Constraints | None = None, rank: str = "latency") -> Recommendation:
+    """Pick the model to try first among the buildable ones meeting ``constraints``.
 
-    The guide says to narrow the choice by the most limiting constraint first, then prefer
-    the smallest model that still meets the rest. All constraints are applied; the most
-    limiting one (the one that alone leaves the fewest models) is reported. "Smallest" is
-    fewest published MACs, then parameters, then the lowest published timing (detectors
-    publish no MACs or parameters, so they rank by timing, which the tables measure on
-    different devices), ties going to the more accurate.
+    The TFLite model guide says to narrow the choice by the most limiting constraint first,
+    then prefer the smallest model that still meets the rest. All constraints are applied,
+    only rows this tool can build (``ModelSpec.buildable``) are candidates, and the most
+    limiting constraint (the one that alone leaves the fewest buildable models) is reported.
+
+    Args:
+        constraints: the filters.
+        rank: ``latency`` (default): the lowest estimated Coral Edge TPU latency on
+            ``constraints.device`` (default usb3), ties going to the smaller, more accurate
+            model; ``size``: fewest published MACs, then parameters, then the lowest published
+            timing (detectors publish no MACs or parameters, so they rank by timing, which
+            the tables measure on different devices), ties going to the more accurate.
+
+    Raises:
+        BadInputError: unknown ``rank``.
     """
+    if rank not in RANKINGS:
+        raise BadInputError(f"unknown ranking {rank!r}; expected one of {RANKINGS}")
     constraints = constraints or Constraints()
-    survivors = {name: sum(check(s) for s in _REGISTRY.values())
+    pool = [spec for spec in _REGISTRY.values() if spec.buildable]
+    survivors = {name: sum(check(s) for s in pool)
                  for name, check in constraints.checks().items()}
     limiting = min(survivors, key=survivors.get) if survivors else None
-    candidates = select_models(constraints)
-    spec = min(candidates, key=_size_key) if candidates else None
-    if spec is not None and spec.macs_m is not None:
-        ranked_by = "fewest MACs, then parameters"
+    candidates = select_models(constraints, models=pool)
+    device = None
+    if rank == "latency":
+        device = constraints.device or DEFAULT_DEVICE
+        spec = min(candidates, key=lambda s: (_sort_value(s, "coral", device), _size_key(s)),
+                   default=None)
+        ranked_by = f"lowest estimated Coral {DEVICE_LABELS[device]} latency"
     else:
-        ranked_by = "lowest published timing (no MACs or parameters published)"
-    return Recommendation(spec, len(candidates), limiting,
-                          survivors.get(limiting, len(_REGISTRY)), ranked_by)
+        spec = min(candidates, key=_size_key, default=None)
+        if spec is not None and spec.macs_m is not None:
+            ranked_by = "fewest MACs, then parameters"
+        else:
+            ranked_by = "lowest published timing (no MACs or parameters published)"
+    return Recommendation(spec, len(candidates), limiting, survivors.get(limiting, len(pool)),
+                          ranked_by, device)

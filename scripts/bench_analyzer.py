@@ -22,10 +22,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edgeq.paths import shared_data_dir
 from edgetpu.analyze import analyze_model, compiler_table
 from edgetpu.compiler import parse_log
 from edgetpu.tflite_model import EDGETPU_CUSTOM_OP, read_model
-from quant.paths import shared_data_dir
 
 
 def find_pairs(folder: Path) -> list[tuple[Path, Path]]:

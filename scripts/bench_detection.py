@@ -32,17 +32,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgeq.images import decode_images, image_sizes, inception_preprocess, list_images
+from edgeq.paths import shared_data_dir
 from edgetpu.analyze import analyze_model
 from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
 from quant.calibration import CalibrationSet
 from quant.detection_sources import load_ssd_checkpoint
-from quant.paths import shared_data_dir
 from quant.pipeline_config import BoxPredictorConfig, FeatureExtractorConfig, SsdConfig
 from quant.postprocess import DetectionHead, replace_postprocess_settings
-from quant.preprocess import inception_preprocess
 from quant.ptq import QuantizeOptions, quantize_model
 from quant.sources import FloatModel
-from quant.validate.data import decode_images, image_sizes, list_images
 from quant.validate.detection import coco_images, coco_map, load_coco, to_coco_results
 from quant.validate.reference import converted_tflite
 from quant.validate.runners import TfliteRunner

@@ -46,10 +46,10 @@ from latency_models import (  # noqa: E402
     published_latencies,
 )
 
+from edgeq.paths import cache_dir  # noqa: E402
 from edgetpu.analyze import analyze_model  # noqa: E402
 from edgetpu.cost import CALIBRATION, FEATURES, GraphFeatures, graph_features  # noqa: E402
 from edgetpu.tflite_model import read_model  # noqa: E402
-from quant.paths import cache_dir  # noqa: E402
 
 #: Devices with published figures (``pcie`` has none: it is derived, see edgetpu.cost).
 FITTED_DEVICES = ("usb3", "usb2", "devboard")

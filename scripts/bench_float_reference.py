@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.paths import shared_data_dir
+from edgeq.images import decode_images, label_offset, list_images
+from edgeq.paths import shared_data_dir
 from quant.sources import load_float_model, max_abs_diff_with_tflite
-from quant.validate.data import decode_images, label_offset, list_images
 from quant.validate.runners import KerasRunner
 
 

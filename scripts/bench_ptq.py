@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.images import decode_images, label_offset, list_images
+from edgeq.paths import shared_data_dir
 from quant.calibration import CalibrationSet
-from quant.paths import shared_data_dir
 from quant.ptq import QuantizeOptions, quantize_model
 from quant.sources import load_float_model
-from quant.validate.data import decode_images, label_offset, list_images
 from quant.validate.runners import KerasRunner, TfliteRunner
 
 
 def stock_convert(model, calibration: CalibrationSet, preprocess, per_tensor: bool) -> bytes:
     """Return the stock converter's full-integer model with uint8 I/O."""
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

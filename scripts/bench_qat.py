@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.images import decode_images, label_offset, list_images
+from edgeq.paths import shared_data_dir
 from quant.calibration import CalibrationSet
-from quant.paths import shared_data_dir
 from quant.ptq import quantize_model
 from quant.qat import QatOptions, train_qat
 from quant.qat.data import training_set
 from quant.sources import load_float_model
-from quant.validate.data import decode_images, label_offset, list_images
 from quant.validate.runners import KerasRunner, TfliteRunner
 
 

@@ -218,7 +218,7 @@ def run_case(target: str, path: Path, args: list[str]) -> dict[str, str]:
     Outcomes: ``accepted``, ``clean_error``, ``crash`` (an exception that is not a clean
     error; native crashes never return).
     """
-    from quant.errors import EdgeqError
+    from edgeq.errors import EdgeqError
 
     try:
         if target == "check":
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args.worker)
         return 0
-    from quant.paths import shared_data_dir
+    from edgeq.paths import shared_data_dir
 
     seeds = load_seeds(shared_data_dir(), args.models)
     if not seeds:

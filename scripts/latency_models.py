@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from quant.paths import shared_data_dir
+from edgeq.paths import shared_data_dir
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def build_models(folder: Path, models: tuple[LatencyModel, ...] = MODELS,
 
 def float_model_for(model: LatencyModel):
     """The float :class:`quant.sources.FloatModel` of a built entry (random weights)."""
-    from quant.preprocess import inception_preprocess
+    from edgeq.images import inception_preprocess
     from quant.sources import FloatModel
 
     kind, _, name = model.source.partition(":")
@@ -206,7 +206,7 @@ def float_model_for(model: LatencyModel):
 
 
 def _keras_application(name: str, size: int):
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     inputs = keras.Input((size, size, 3), batch_size=1)
     return getattr(keras.applications, name)(weights=None, input_tensor=inputs)
@@ -220,7 +220,7 @@ def _mobilenet_v1(size: int):
 
 def _mobilenet_v1_l2norm(size: int):
     """MobileNet v1 1.0 with its logits L2-normalized (an L2_NORMALIZATION op at the end)."""
-    from quant._tensorflow import keras, tf
+    from edgeq._tensorflow import keras, tf
 
     base = _mobilenet_v1(size)
     return keras.Model(base.input, keras.layers.Lambda(
@@ -229,7 +229,7 @@ def _mobilenet_v1_l2norm(size: int):
 
 def _mobilenet_edgetpu(size: int):
     """MobileNet EdgeTPU 1.0: the ``V3_EDGETPU`` trunk, global pool, 1x1 conv logits."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
     from quant.models._layers import logits_head
     from quant.models.mobilenet_edgetpu import V3_EDGETPU
     from quant.models.mobilenet_v3 import mobilenet_v3_trunk
@@ -244,7 +244,7 @@ def _unet_mv2(size: int):
     """The U-Net of TensorFlow's segmentation tutorial: a MobileNetV2 encoder (its
     ``block_1/3/6/13_expand_relu`` and ``block_16_project`` outputs) and pix2pix upsampling
     (transposed 3x3 convolution, BatchNorm, ReLU), 3 classes."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     inputs = keras.Input((size, size, 3), batch_size=1)
     base = keras.applications.MobileNetV2(input_tensor=inputs, include_top=False, weights=None)
@@ -275,12 +275,13 @@ _ARCHIVE = "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"
 def _ssd(model: LatencyModel):
     """SSD MobileNet v1 / v2 (COCO, 90 classes; the face model: 1 class at 320x320), with
     ``TFLite_Detection_PostProcess``, from the shared archive's ``pipeline.config``."""
+    from edgeq.images import inception_preprocess
+    from edgeq.textproto import parse_text_proto
     from quant.anchors import ssd_anchors
     from quant.detection_sources import feature_map_sizes
     from quant.models.ssd import build_ssd
-    from quant.pipeline_config import parse_text_proto, ssd_config_from_message
+    from quant.pipeline_config import ssd_config_from_message
     from quant.postprocess import DetectionHead
-    from quant.preprocess import inception_preprocess
     from quant.sources import FloatModel
 
     with tarfile.open(shared_data_dir() / _ARCHIVE) as archive:

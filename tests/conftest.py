@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quant.paths import shared_data_dir
+from edgeq.paths import shared_data_dir
 
 
 def _require_shared() -> bool:

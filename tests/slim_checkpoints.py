@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant._tensorflow import tf
+from edgeq._tensorflow import tf
 from quant.checkpoints import EMA_SUFFIX, checkpoint_variable_name
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeq.errors import BadInputError
 from quant.anchors import (
     AnchorConfig,
     MultiscaleAnchorConfig,
@@ -13,7 +14,6 @@ from quant.anchors import (
     box_specs,
     ssd_anchors,
 )
-from quant.errors import BadInputError
 
 SIZES_300 = [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 SIZES_320 = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]

@@ -112,7 +112,7 @@ def _odd_images(folder: Path) -> None:
 def _tiny_keras(folder: Path) -> dict[str, Path]:
     """A tiny classifier (batch None) as .keras, int8 .tflite with a dynamic batch, and a
     model with unknown height and width."""
-    from quant._tensorflow import keras, tf
+    from edgeq._tensorflow import keras, tf
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
@@ -390,9 +390,9 @@ def test_non_utf8_file_names(files, monkeypatch, tmp_path, no_compiler):
 
 
 def test_huge_image_is_a_clean_error(files, monkeypatch, tmp_path):
+    from edgeq.errors import BadInputError
+    from edgeq.images import Preprocess
     from quant.calibration import load_calibration
-    from quant.errors import BadInputError
-    from quant.preprocess import Preprocess
 
     huge = str(files["huge"])
     result = run(detect.main, ["--model", str(files["detector"]), "--image", huge],
@@ -412,9 +412,9 @@ def test_huge_image_is_a_clean_error(files, monkeypatch, tmp_path):
 
 
 def test_odd_images_are_converted_to_rgb(files, monkeypatch, tmp_path):
+    from edgeq.images import Preprocess
     from edgetpu.detect import read_image
     from quant.calibration import load_calibration
-    from quant.preprocess import Preprocess
 
     paths = [files["images"] / name for name in ODD_IMAGES]
     result = run(detect.main, ["--model", str(files["detector"]), "--image",

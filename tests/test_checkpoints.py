@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from slim_checkpoints import slim_variables, with_ema, write_checkpoint
 
+from edgeq.errors import BadInputError
 from quant.checkpoints import checkpoint_variable_name, load_weights
-from quant.errors import BadInputError
 from quant.models import build_classifier
 
 

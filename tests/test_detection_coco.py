@@ -58,8 +58,8 @@ def _decode(encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 def test_float_archive_detects_coco_objects_through_the_loader(shared_data):
     """The float OD API archive, loaded by our builder, run in Keras (no TFLite involved)."""
+    from edgeq.images import inception_preprocess
     from quant.detection_sources import load_ssd_checkpoint
-    from quant.preprocess import inception_preprocess
 
     loaded = load_ssd_checkpoint(
         shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")
@@ -83,9 +83,8 @@ def test_float_archive_detects_coco_objects_through_the_loader(shared_data):
 @pytest.mark.slow
 def test_float_archive_with_postprocessing_scores_coco_map(shared_data):
     """Float TFLite of our loaded model + TFLite_Detection_PostProcess, pycocotools mAP."""
+    from edgeq.images import decode_images, image_sizes, inception_preprocess
     from quant.detection_sources import load_ssd_checkpoint
-    from quant.preprocess import inception_preprocess
-    from quant.validate.data import decode_images, image_sizes
     from quant.validate.detection import coco_images, coco_map, load_coco, to_coco_results
     from quant.validate.reference import converted_tflite
     from quant.validate.runners import TfliteRunner
@@ -106,13 +105,12 @@ def test_float_archive_with_postprocessing_scores_coco_map(shared_data):
 def test_our_int8_of_the_float_archive_maps_and_matches_coco(shared_data, tmp_path):
     """PTQ of the float archive: every op but the post-processing maps to the Edge TPU (box
     offsets included), and its detections match the COCO ground truth."""
+    from edgeq.images import decode_images, inception_preprocess, list_images
     from edgetpu.analyze import analyze_model
     from quant.calibration import CalibrationSet
     from quant.detection_sources import load_ssd_checkpoint
-    from quant.preprocess import inception_preprocess
     from quant.ptq import QuantizeOptions, quantize_model
     from quant.sources import FloatModel
-    from quant.validate.data import decode_images, list_images
 
     loaded = load_ssd_checkpoint(
         shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from quant._tensorflow import keras, tf
-from quant.errors import BadInputError
+from edgeq._tensorflow import keras, tf
+from edgeq.errors import BadInputError
 from quant.postprocess import (
     DetectionHead,
     PostProcessSettings,

@@ -7,10 +7,10 @@ import tarfile
 import numpy as np
 import pytest
 
+from edgeq._tensorflow import tf
+from edgeq.errors import BadInputError
 from edgetpu.adapters import detection_outputs, get_objects
-from quant._tensorflow import tf
 from quant.detection_qat import convert_tflite_graph
-from quant.errors import BadInputError
 from quant.postprocess import read_postprocess
 
 

@@ -20,11 +20,11 @@ from ai_edge_litert import schema_py_generated as schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgeq.errors import BadInputError
 from edgetpu import analyze
 from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
 from edgetpu.tflite_model import read_model
-from quant.errors import BadInputError
 
 PAIRS = [
     "mobilenet_v1_0.25_128_quant",

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq._tensorflow import keras, tf
+from edgeq.errors import BadInputError
 from edgetpu import analyze
 from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
 from edgetpu.tflite_model import read_model
-from quant._tensorflow import keras, tf
-from quant.errors import BadInputError
 
 layers = keras.layers
 #: The converter warns that int8 inputs have no statistics; the analyzer needs none.

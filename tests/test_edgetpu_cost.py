@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.errors import BadInputError
 from edgetpu import cost
 from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
 from edgetpu.tflite_model import Model, read_model
-from quant.errors import BadInputError
 
 
 @pytest.mark.parametrize(("name", "published_macs"), [

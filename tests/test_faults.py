@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from random_images import write_random_pngs
 
-from quant import outputs
+from edgeq import outputs
 
 ROOT = Path(__file__).parents[1]
 COMPILER_STDOUT = Path(__file__).parent / "data" / "compiler" / "success_stdout.txt"
@@ -120,7 +120,7 @@ def _leftovers(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small Keras classifier and a folder of 160 calibration images."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     folder = tmp_path_factory.mktemp("tiny")
     inputs = keras.Input((64, 64, 3))  # enough work that calibrating takes a second or two
@@ -362,7 +362,7 @@ def test_quantize_interrupted_during_download(stalling_server, checkpoint_archiv
 _WRITER = r'''
 import os, sys
 from pathlib import Path
-from quant.outputs import atomic_write_all
+from edgeq.outputs import atomic_write_all
 
 folder, rounds = Path(sys.argv[1]), int(sys.argv[2])
 tag = str(os.getpid()).encode()
@@ -407,7 +407,7 @@ def test_concurrent_writers_never_mix_a_group(tmp_path):
 
 _LEAVE_TEMPS = r'''
 import sys, tempfile
-from quant.outputs import temp_prefix
+from edgeq.outputs import temp_prefix
 folder = sys.argv[1]
 tempfile.mkstemp(prefix=temp_prefix("m.tflite"), dir=folder)
 tempfile.mkdtemp(prefix=temp_prefix("compile"), dir=folder)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.errors import BadInputError, MissingToolError
 from quant import fetch
-from quant.errors import BadInputError, MissingToolError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

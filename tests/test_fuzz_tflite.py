@@ -13,9 +13,9 @@ from types import ModuleType
 
 import pytest
 
+from edgeq.errors import BadInputError
 from edgetpu import runtime
 from edgetpu.tflite_model import read_model
-from quant.errors import BadInputError
 
 SMALL_SEEDS = [
     "keras_lstm_mnist_ptq.tflite",

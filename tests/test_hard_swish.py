@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq._tensorflow import keras
+from edgeq.images import inception_preprocess
 from edgetpu.analyze import analyze_model
-from quant._tensorflow import keras
 from quant.calibration import CalibrationSet
 from quant.models.mobilenet_v3 import activation
-from quant.preprocess import inception_preprocess
 from quant.ptq import QuantizeOptions, hard_swish, quantize_model
 from quant.sources import FloatModel
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from edgeq._tensorflow import keras
 from quant import zoo
-from quant._tensorflow import keras
 from quant.models import build_classifier
 from quant.models.mobilenet_v2 import make_divisible
 from quant.models.stats import count_macs, count_params

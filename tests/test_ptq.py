@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant._tensorflow import keras
+from edgeq._tensorflow import keras
+from edgeq.errors import BadInputError
+from edgeq.images import inception_preprocess
 from quant.calibration import calibration_set
-from quant.errors import BadInputError
 from quant.models import build_classifier
-from quant.preprocess import PreprocessOptions, inception_preprocess
+from quant.preprocess import PreprocessOptions
 from quant.ptq import QuantizeOptions, quantize_model, save
 from quant.ptq.equalize import equalize, find_pairs
 from quant.ptq.ranges import read_model

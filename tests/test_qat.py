@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from quant.errors import BadInputError, MissingToolError
-from quant.preprocess import inception_preprocess
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.images import inception_preprocess
 from quant.sources import FloatModel
 
 SIZE, CLASSES = 32, 5
@@ -16,7 +16,7 @@ SIZE, CLASSES = 32, 5
 
 def tiny_model(hard_swish: bool = False):
     """Conv-BN-ReLU6, depthwise block with a residual add, pooled 1x1 logits (batch 1)."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     layers = keras.layers
     inputs = keras.Input((SIZE, SIZE, 3), batch_size=1, name="input")
@@ -171,7 +171,7 @@ def test_layers_tfmot_cannot_wrap_are_refused_by_name():
 
 
 def test_bad_options_and_missing_gpu():
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
     from quant.qat import QatOptions
     from quant.qat.train import device_name
 

@@ -102,7 +102,7 @@ def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
 def test_qat_from_the_command_line(tmp_path, capsys):
     """--method qat: a clear error without training images, then a short real run."""
 
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)

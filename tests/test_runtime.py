@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq.errors import BadInputError, MissingToolError
+from edgeq.images import inception_preprocess
 from edgetpu import adapters, runtime
 from edgetpu.adapters import BBox
-from quant.errors import BadInputError, MissingToolError
-from quant.preprocess import inception_preprocess
 
 
 @pytest.mark.parametrize("device", [":0", ":12", "usb", "usb:0", "usb:3", "pci", "pci:1"])

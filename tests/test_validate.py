@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeq.errors import BadInputError
+from edgeq.images import decode_images, inception_preprocess
 from quant.cli.validate import main
-from quant.errors import BadInputError
-from quant.preprocess import inception_preprocess
-from quant.validate.data import decode_images
 from quant.validate.reference import _bundled_tflite, converted_tflite
 from quant.validate.runners import KerasRunner, TfliteRunner
 
@@ -24,7 +23,7 @@ IMAGES = 40
 
 
 def _tiny_model(size: int, seed: int = 1):
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3), batch_size=1)
@@ -37,7 +36,7 @@ def _tiny_model(size: int, seed: int = 1):
 
 def _flipped(model):
     """Return a copy of ``model`` whose output classes 0 and 1 are swapped."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
@@ -49,7 +48,7 @@ def _flipped(model):
 
 
 def _convert(model, path: Path, int8: bool = False, images: np.ndarray | None = None) -> Path:
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant.errors import BadInputError
-from quant.preprocess import inception_preprocess
-from quant.validate import data
+from edgeq import images as data
+from edgeq.errors import BadInputError
+from edgeq.images import inception_preprocess
 
 
 def _image(path: Path, value: int = 100, size: tuple[int, int] = (20, 10)) -> Path:

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
+from edgeq.errors import BadInputError
 from quant import zoo
 from quant.cli.listing import add_listing_arguments, format_table, run_listing
-from quant.errors import BadInputError
 
 # Rows copied verbatim from the published markdown tables (tensorflow/models).
 V2_README_ROWS = """
@@ -212,14 +212,16 @@ def test_sorting():
 
 
 def test_recommend_prefers_the_smallest_meeting_all_constraints():
-    result = zoo.recommend(zoo.Constraints(task="classify", min_top1=70))
+    # rank="size": the published-size ranking (the default ranks by the Coral estimate).
+    result = zoo.recommend(zoo.Constraints(task="classify", min_top1=70), rank="size")
     # Candidates: v2 1.4/224, 1.3/224, 1.0/224, 1.0/192 and v1 1.0/224, 1.0/192.
     assert result.spec.name == "mobilenet_v2_1.0_192" and result.candidates == 6
     assert (result.limiting, result.limiting_count) == ("min_top1", 6)
-    result = zoo.recommend(zoo.Constraints(task="classify", min_top1=60, max_params=2))
+    result = zoo.recommend(zoo.Constraints(task="classify", min_top1=60, max_params=2),
+                           rank="size")
     assert result.spec.name == "mobilenet_v2_0.5_160"  # 50 M MACs, 61.0 %
     assert result.limiting == "max_params"
-    none = zoo.recommend(zoo.Constraints(task="classify", max_macs=5))
+    none = zoo.recommend(zoo.Constraints(task="classify", max_macs=5), rank="size")
     assert none.spec is None and none.candidates == 0
 
 
@@ -252,7 +254,10 @@ def test_cli_json_round_trip(capsys):
 def test_cli_recommend(capsys):
     assert _listing(["--recommend", "--task", "classify", "--min-top1", "70"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("mobilenet_v2_1.0_192: the smallest of 6 zoo models")
+    # Ranked by the estimated Coral USB 3 latency among the 6 (buildable) candidates.
+    fastest = min(zoo.select_models(zoo.Constraints(task="classify", min_top1=70)),
+                  key=lambda s: zoo.edgetpu_latency_ms(s.name)["usb3"])
+    assert out.startswith(f"{fastest.name}: the fastest of 6 buildable zoo models")
     assert "most limiting filter: --min-top1" in out
     assert _listing(["--recommend", "--json", "--max-params", "0.5"]) == 0
     assert json.loads(capsys.readouterr().out)["recommended"]["name"] == "mobilenet_v1_0.25_128"
@@ -261,7 +266,7 @@ def test_cli_recommend(capsys):
 def test_cli_recommend_without_match_exits_1(capsys):
     assert _listing(["--recommend", "--task", "classify", "--max-macs", "5"]) == 1
     assert capsys.readouterr().out.strip() == (
-        "no zoo model meets --task classify --max-macs 5")
+        "no buildable zoo model meets --task classify --max-macs 5")
 
 
 def test_listing_does_not_import_tensorflow():

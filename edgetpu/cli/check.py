@@ -32,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-from quant.errors import EXIT_CHECK_FAILED, cli_entry
+from edgeq.errors import EXIT_CHECK_FAILED, cli_entry
 
 PROG = "edgetpu-check"
 

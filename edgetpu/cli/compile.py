@@ -30,11 +30,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edgeq.errors import EXIT_CHECK_FAILED, BadInputError, MissingToolError, cli_entry
+from edgeq.outputs import check_out_dir
+from edgeq.paths import DEFAULT_OUT
 from edgetpu import compiler
 from edgetpu.cli.check import add_prediction_options, split_names
-from quant.errors import EXIT_CHECK_FAILED, BadInputError, MissingToolError, cli_entry
-from quant.outputs import check_out_dir
-from quant.paths import DEFAULT_OUT
 
 PROG = "compile-edgetpu"
 

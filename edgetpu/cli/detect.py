@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from quant.errors import BadInputError, cli_entry
-from quant.outputs import atomic_write, check_out_dir
+from edgeq.errors import BadInputError, cli_entry
+from edgeq.outputs import atomic_write, check_out_dir
 
 PROG = "edgetpu-detect"
 

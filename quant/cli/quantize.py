@@ -19,13 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgeq.errors import BadInputError, cli_entry
+from edgeq.outputs import check_out_dir
+from edgeq.paths import DEFAULT_OUT
+from quant import zoo
 from quant.cli._args import add_preprocess_arguments, preprocess_options
-from quant.cli.listing import add_listing_arguments, run_listing
-from quant.errors import BadInputError, cli_entry
-from quant.outputs import check_out_dir
-from quant.paths import DEFAULT_OUT
+from quant.cli.listing import DEVICE_HELP, add_listing_arguments, run_listing
 
 PROG = "quantize"
+_TRAINING_DEVICES = ("auto", "cpu", "gpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,11 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     qat.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
     qat.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     qat.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
-    qat.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                     help="training device (default: a GPU when TensorFlow sees one)")
+    qat.add_argument("--device", choices=(*_TRAINING_DEVICES, *zoo.DEVICES),
+                     help="training device: auto (default: a GPU when TensorFlow sees one), "
+                     "cpu or gpu; with --list / --recommend: " + DEVICE_HELP)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
     listing = parser.add_argument_group("choosing a model")
-    add_listing_arguments(listing)
+    add_listing_arguments(listing, device=False)  # --device is shared with QAT, above
     return parser
 
 
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list or args.recommend:
         return run_listing(args)
+    if args.device in zoo.DEVICES:
+        raise BadInputError(f"--device {args.device} picks the Coral device of --list / "
+                            "--recommend; to train with --method qat give --device "
+                            f"{', '.join(_TRAINING_DEVICES)}")
     if not args.model:
         raise BadInputError("--model is required (a zoo name or a path; see quantize --list)")
     check_out_dir(args.out)
@@ -106,7 +113,8 @@ def _train_qat(args: argparse.Namespace, float_model) -> int:
     images = load_training_set(args.train_dir, float_model.preprocess, float_model.num_classes,
                                labels_csv=args.labels)
     options = qat.QatOptions(epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, io_type=args.io, device=args.device, seed=args.seed)
+                             lr=args.lr, io_type=args.io, device=args.device or "auto",
+                             seed=args.seed)
     for path in qat.save(qat.train_qat(float_model, images, options), args.out):
         print(path)
     return 0

@@ -23,10 +23,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgeq.errors import BadInputError, CheckFailedError, cli_entry
+from edgeq.outputs import check_out_dir
+from edgeq.paths import DEFAULT_OUT
 from quant.cli._args import add_preprocess_arguments, preprocess_options
-from quant.errors import BadInputError, CheckFailedError, cli_entry
-from quant.outputs import check_out_dir
-from quant.paths import DEFAULT_OUT
 
 PROG = "validate-quant"
 

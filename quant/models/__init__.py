@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 from quant.models.mobilenet_v1 import mobilenet_v1
 from quant.models.mobilenet_v2 import mobilenet_v2
 

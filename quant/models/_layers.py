@@ -8,7 +8,7 @@ Naming rule shared by every builder and by :mod:`quant.checkpoints`: a layer nam
 
 from __future__ import annotations
 
-from quant._tensorflow import keras
+from edgeq._tensorflow import keras
 
 BATCH_NORM_EPSILON = 1e-3
 

@@ -7,7 +7,7 @@ scopes (``MobilenetV1/Conv2d_3_depthwise``...), see :mod:`quant.models._layers`.
 
 from __future__ import annotations
 
-from quant._tensorflow import keras
+from edgeq._tensorflow import keras
 from quant.models._layers import conv_bn, depthwise_bn, logits_head
 
 # (pointwise output channels, depthwise stride) of Conv2d_1 ... Conv2d_13.

@@ -7,7 +7,7 @@ Channels are ``make_divisible(c * multiplier, 8)``; the expansion is
 
 from __future__ import annotations
 
-from quant._tensorflow import keras
+from edgeq._tensorflow import keras
 from quant.models._layers import conv_bn, depthwise_bn, logits_head
 
 # (expansion factor, output channels, repeats, first stride), the MobileNetV2 paper's table 2.

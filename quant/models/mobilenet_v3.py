@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from quant._tensorflow import keras, tf
+from edgeq._tensorflow import keras, tf
 from quant.models._layers import BATCH_NORM_EPSILON
 from quant.models.mobilenet_v2 import make_divisible
 

@@ -29,9 +29,9 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
-from quant._tensorflow import keras
+from edgeq._tensorflow import keras
+from edgeq.errors import BadInputError
 from quant.anchors import anchors_per_location
-from quant.errors import BadInputError
 from quant.models._layers import BATCH_NORM_EPSILON, conv_bn, depthwise_bn
 from quant.models.mobilenet_edgetpu import V3_EDGETPU
 from quant.models.mobilenet_v1 import mobilenet_v1_features

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant._tensorflow import keras
+from edgeq._tensorflow import keras
 
 
 def count_params(model) -> int:

@@ -79,7 +79,7 @@ class QuantizeOptions:
     require_edgetpu: bool = True
 
     def __post_init__(self) -> None:
-        from quant.errors import BadInputError
+        from edgeq.errors import BadInputError
 
         if self.io_type not in convert.IO_TYPES:
             raise BadInputError(f"--io must be one of {convert.IO_TYPES}, got {self.io_type!r}")

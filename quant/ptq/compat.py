@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 

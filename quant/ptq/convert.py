@@ -10,7 +10,7 @@ import contextlib
 import io
 import os
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 IO_TYPES = ("uint8", "int8", "float")
 
@@ -38,7 +38,7 @@ def calibrate(keras_model, representative_inputs) -> bytes:
     Returns:
         The calibrated float model (flatbuffer bytes).
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -63,7 +63,7 @@ def quantize(calibrated: bytes, io_type: str = "uint8", per_tensor: bool = False
     """
     from tensorflow.lite.python import convert
 
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     if io_type not in IO_TYPES:
         raise BadInputError(f"unknown I/O type {io_type!r}; expected one of {IO_TYPES}")

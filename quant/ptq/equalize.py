@@ -36,13 +36,13 @@ class EqualizeReport:
 
 
 def _is_conv(layer) -> bool:
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     return isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
 
 
 def _is_depthwise(layer) -> bool:
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     return isinstance(layer, keras.layers.DepthwiseConv2D)
 
@@ -126,7 +126,7 @@ def _scale_pair(model, first: str, second: str, pre_max: np.ndarray) -> np.ndarr
 
 def _pre_activation_max(model, firsts: list[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
     """Return each chain head's per-channel BatchNorm output maximum on ``inputs``."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     probe = keras.Model(model.inputs, [model.get_layer(f"{name}/BatchNorm").output
                                        for name in firsts])
@@ -148,7 +148,7 @@ def equalize(model, inputs, iterations: int = 4):
             clip points are kept exact.
         iterations: sweeps over all chains (a depthwise layer sits in two chains).
     """
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     pairs = find_pairs(model)
     copy = keras.models.clone_model(model)

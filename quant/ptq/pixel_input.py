@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.preprocess import Preprocess
+from edgeq.images import Preprocess
 from quant.ptq.ranges import read_model, write_model
 
 _CONV, _DEPTHWISE = 3, 4  # BuiltinOperator

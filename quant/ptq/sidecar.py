@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quant.outputs import atomic_write_all
+from edgeq.outputs import atomic_write_all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +144,7 @@ def write_outputs(out_dir: str | Path, name: str, tflite: bytes, data: dict[str,
     """Write ``<name>.tflite``, ``<name>.json`` and ``<name>.md`` into ``out_dir``.
 
     The three are written to temporary names, then renamed together
-    (:func:`quant.outputs.atomic_write_all`): an interruption or a full disk never leaves a
+    (:func:`edgeq.outputs.atomic_write_all`): an interruption or a full disk never leaves a
     partial file, nor a model without its sidecar.
 
     Raises:

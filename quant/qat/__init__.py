@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 from quant.qat.data import TrainingSet, load_training_set
 from quant.qat.train import EpochStats
 
@@ -150,7 +150,7 @@ class QatResult:
 def _checkpoint_dir(float_model, images: TrainingSet, options: QatOptions) -> Path:
     if options.checkpoint_dir is not None:
         return Path(options.checkpoint_dir)
-    from quant.paths import cache_dir
+    from edgeq.paths import cache_dir
 
     digest = hashlib.sha256()
     for weights in float_model.model.get_weights():
@@ -193,7 +193,7 @@ def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None
             converter failure, or a result that would not map entirely to the Edge TPU.
         MissingToolError: ``device="gpu"`` without a GPU.
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
     from quant.ptq import compat
     from quant.qat import export, layers, train
 

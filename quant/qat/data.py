@@ -1,10 +1,10 @@
 """Training images for quantization-aware fine-tuning: folders, optional labels, decoded once.
 
 Images come from one or more folders (searched recursively) through
-:func:`quant.validate.data.list_images`; a labels CSV (``file,label``) applies to the first
+:func:`edgeq.images.list_images`; a labels CSV (``file,label``) applies to the first
 folder and adds cross-entropy to the distillation loss. Pixels are decoded and resized once
-with the model's own :class:`~quant.preprocess.Preprocess`
-(:func:`quant.validate.data.decode_images`).
+with the model's own :class:`~edgeq.images.Preprocess`
+(:func:`edgeq.images.decode_images`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.errors import BadInputError
-from quant.preprocess import Preprocess
-from quant.validate.data import decode_images, label_offset, list_images
+from edgeq.errors import BadInputError
+from edgeq.images import Preprocess, decode_images, label_offset, list_images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +86,7 @@ def load_training_set(folders: str | Path | Sequence[str | Path], preprocess: Pr
             folder is read, through the CSV.
         preprocess: the model's preprocessing (decides the pixel size).
         num_outputs: the model's number of outputs (1001-class TF-slim models get +1 on
-            0-based labels, see :func:`quant.validate.data.label_offset`).
+            0-based labels, see :func:`edgeq.images.label_offset`).
         labels_csv: ``file,label`` CSV; None trains by distillation only.
         limit: use only the first ``limit`` images (sorted), for quick runs.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 from quant.ptq import compat
 from quant.ptq.convert import IO_TYPES, _quiet_native_logs
 
@@ -19,7 +19,7 @@ def to_tflite(qat_model, input_shape: tuple[int, ...], io_type: str = "uint8") -
     Raises:
         BadInputError: an unknown I/O type, or the converter fails (first line of its error).
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     if io_type not in IO_TYPES:
         raise BadInputError(f"unknown I/O type {io_type!r}; expected one of {IO_TYPES}")

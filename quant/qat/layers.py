@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 
 def _registry():
@@ -32,7 +32,7 @@ def _activation_name(layer) -> str:
 
 def unsupported_layers(model) -> list[str]:
     """Return ``"name (Class)"`` for each layer tfmot's default 8-bit scheme cannot wrap."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     registry = _registry()
     problems = []
@@ -74,7 +74,7 @@ def check_quantizable(model, name: str) -> None:
 
 def with_batch(model, batch_size: int | None):
     """Return a copy of functional ``model`` whose input has batch ``batch_size``, same weights."""
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     inputs = keras.Input(tuple(model.inputs[0].shape[1:]), batch_size=batch_size,
                          name=model.inputs[0].name.split(":")[0])
@@ -94,7 +94,7 @@ def _depthwise_config_classes():
     import tensorflow_model_optimization as tfmot
     from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
-    from quant._tensorflow import keras, tf
+    from edgeq._tensorflow import keras, tf
 
     class DepthwisePerChannelQuantizer(tfmot.quantization.keras.quantizers.LastValueQuantizer):
         """Symmetric narrow-range 8-bit weights, one range per depthwise output channel."""
@@ -165,7 +165,7 @@ def _annotate_depthwise(model):
         default_8bit_quantize_configs as configs,
     )
 
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     _, depthwise_config = _depthwise_config_classes()
     consumers = _consumers(model)
@@ -202,7 +202,7 @@ def quantize_for_training(float_model, name: str):
     """
     import tensorflow_model_optimization as tfmot
 
-    from quant._tensorflow import keras
+    from edgeq._tensorflow import keras
 
     check_quantizable(float_model, name)
     quantizer, depthwise_config = _depthwise_config_classes()
@@ -264,7 +264,7 @@ def calibrate_ranges(qat_model, float_model, batches) -> int:
     Returns:
         The number of ranges set.
     """
-    from quant._tensorflow import keras, tf
+    from edgeq._tensorflow import keras, tf
 
     batches = list(batches)
     # One training-mode call sets the weight ranges (tfmot fills them only when training).

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from quant.errors import BadInputError, MissingToolError
+from edgeq.errors import BadInputError, MissingToolError
 from quant.qat.layers import trainable_variables
 
 STATE_FILE = "state.json"
@@ -45,7 +45,7 @@ def device_name(device: str) -> str:
         BadInputError: an unknown device name.
         MissingToolError: ``gpu`` asked for but TensorFlow sees none.
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     if device not in ("auto", "cpu", "gpu"):
         raise BadInputError(f"--device must be auto, cpu or gpu, got {device!r}")
@@ -59,7 +59,7 @@ def device_name(device: str) -> str:
 def teacher_outputs(float_model, inputs: Callable[[np.ndarray], np.ndarray],
                     pixels: np.ndarray, batch_size: int) -> np.ndarray:
     """Return the float model's outputs [2, N, C] for each image and its mirror image."""
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     run = tf.function(lambda x: float_model(x, training=False))
     halves = []
@@ -107,7 +107,7 @@ def fit(qat_model, inputs: Callable[[np.ndarray], np.ndarray], pixels: np.ndarra
     Returns:
         The stats of the epochs trained in this call (empty when already complete).
     """
-    from quant._tensorflow import keras, tf
+    from edgeq._tensorflow import keras, tf
 
     count = len(pixels)
     batch_size = min(options.batch_size, count)

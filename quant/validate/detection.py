@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.errors import BadInputError
 from edgetpu.adapters import Detection
-from quant.errors import BadInputError
 
 COCO_ID_OFFSET = 1
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.images import Preprocess
 from edgetpu import adapters
 from edgetpu.runtime import make_interpreter
-from quant.preprocess import Preprocess
 
 _SKIPPED_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeq import images as data
+from edgeq.errors import BadInputError
+from edgeq.images import Preprocess, inception_preprocess
 from edgetpu.runtime import cpu_count, list_edge_tpus
-from quant.errors import BadInputError
-from quant.preprocess import Preprocess, inception_preprocess
-from quant.validate import data, detection, layers, metrics
+from quant.validate import detection, layers, metrics
 from quant.validate.latency import measure_latency, model_size_bytes
 from quant.validate.reference import Reference, load_reference
 from quant.validate.runners import TfliteRunner

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quant.errors import BadInputError
-from quant.paths import cache_dir
-from quant.preprocess import inception_preprocess
+from edgeq.errors import BadInputError
+from edgeq.images import inception_preprocess
+from edgeq.paths import cache_dir
 from quant.validate.runners import KerasRunner, TfliteRunner
 
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar")
@@ -133,7 +133,7 @@ def converted_tflite(model: Any, head: Any = None) -> Path:
         head: a ``quant.postprocess.DetectionHead`` for an SSD whose outputs are box
             encodings and class scores: ``TFLite_Detection_PostProcess`` is appended.
     """
-    from quant._tensorflow import tf
+    from edgeq._tensorflow import tf
 
     digest = hashlib.sha256(model.to_json().encode())
     for weight in model.get_weights():

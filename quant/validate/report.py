@@ -1,7 +1,7 @@
 """Write a validation report: ``report.json``, ``report.md`` and PNG plots.
 
 The plots are drawn in a temporary folder; then every file is written to ``out_dir`` as one
-group (:func:`quant.outputs.atomic_write_all`), so an interrupted run leaves no half-written
+group (:func:`edgeq.outputs.atomic_write_all`), so an interrupted run leaves no half-written
 report and two runs never mix their files.
 """
 
@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from quant.errors import printable
-from quant.outputs import atomic_write_all, write_error
+from edgeq.errors import printable
+from edgeq.outputs import atomic_write_all, write_error
 
 WORST_LAYERS = 15
 

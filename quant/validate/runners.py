@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.errors import BadInputError
+from edgeq.images import Preprocess
 from edgetpu import adapters
 from edgetpu.runtime import make_interpreter
-from quant.errors import BadInputError
-from quant.preprocess import Preprocess
 
 
 @dataclass
@@ -104,7 +104,7 @@ class KerasRunner:
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Return float outputs [N, C] for uint8 pixels [N, H, W, 3]."""
-        from quant._tensorflow import tf
+        from edgeq._tensorflow import tf
 
         predict = tf.function(lambda x: self.model(x, training=False))
         rows = []

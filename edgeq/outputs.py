@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from quant.errors import BadInputError
+from edgeq.errors import BadInputError
 
 try:
     import fcntl
