@@ -22,8 +22,8 @@ Coral's published latencies, together with the same hosts' published CPU-only ti
 pin the CPU constants), by ``scripts/bench_edgetpu_cost.py --fit``; the table it prints is
 :data:`CALIBRATION`. ``devboard`` is the Dev Board (i.MX 8M host, Edge TPU on PCIe);
 ``usb2`` is what Coral measured on USB 2 hosts (Dev Board Mini, Raspberry Pi 3); ``pcie`` is
-an M.2 / Mini PCIe card in a desktop: the Dev Board's Edge TPU and link constants with the
-desktop's CPU constants (no published figure measures it alone).
+an M.2 / Mini PCIe card in a desktop: the USB 3 desktop's constants with the Dev Board's PCIe
+link constants (no published figure measures it alone).
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ CALIBRATION: dict[str, dict[str, float]] = {
     "usb2": {"invoke": 0.572, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
         "edgetpu_ops": 0.004909, "streamed_bytes": 3.906e-05, "boundary_bytes": 6.819e-05,
         "cpu_macs": 2.417e-07, "cpu_elements": 7.147e-06, "postprocess_elements": 2.227e-05},
-    "pcie": {"invoke": 0.1276, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
+    "pcie": {"invoke": 0.0, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
         "edgetpu_ops": 0.004909, "streamed_bytes": 2.35e-06, "boundary_bytes": 6.393e-06,
         "cpu_macs": 5e-08, "cpu_elements": 4.726e-06, "postprocess_elements": 1.53e-06},
     "devboard": {"invoke": 0.1276, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,

@@ -113,9 +113,8 @@ def calibration_from(weights: np.ndarray) -> dict[str, dict[str, float]]:
         block = weights[len(SHARED) + i * len(PER_DEVICE):][: len(PER_DEVICE)]
         constants = {**shared, **dict(zip(PER_DEVICE, block, strict=True))}
         table[device] = {name: float(f"{constants[name]:.4g}") for name in FEATURES}
-    desktop_cpu = {name: table["usb3"][name] for name in PER_DEVICE
-                   if name.startswith(("cpu_", "postprocess_"))}
-    table["pcie"] = dict(table["devboard"], **desktop_cpu)
+    pcie_link = {name: table["devboard"][name] for name in ("streamed_bytes", "boundary_bytes")}
+    table["pcie"] = dict(table["usb3"], **pcie_link)
     return {device: table[device] for device in ("usb3", "usb2", "pcie", "devboard")}
 
 
