@@ -40,6 +40,12 @@ class MissingToolError(EdgeqError):
     exit_code = EXIT_MISSING_TOOL
 
 
+#: Modules of the optional extras (pyproject.toml) and the extra that installs each: the base
+#: install runs the Edge TPU commands only.
+EXTRAS = {"tensorflow": "quant", "tf_keras": "quant", "tqdm": "quant", "matplotlib": "quant",
+          "yaml": "quant", "tensorflow_model_optimization": "qat", "pycocotools": "coco"}
+
+
 def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
                                       Callable[..., int]]:
     """Decorate a ``main(argv)`` so user errors print one line on stderr and set the exit code.
@@ -62,6 +68,13 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
             except EdgeqError as exc:
                 print(f"error: {printable(str(exc))}", file=sys.stderr)
                 return exc.exit_code
+            except ModuleNotFoundError as exc:
+                extra = EXTRAS.get((exc.name or "").split(".")[0])
+                if extra is None:
+                    raise
+                print(f"error: {prog} needs {exc.name}, which the base install leaves out; "
+                      f"install it with: pip install 'edgetpu-quant[{extra}]'", file=sys.stderr)
+                return EXIT_MISSING_TOOL
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
                 return 130

@@ -9,6 +9,9 @@ from PIL import Image
 
 from edgetpu.cli.detect import main
 
+#: Runs on the base install (no TensorFlow): the CI job for the Coral host.
+pytestmark = pytest.mark.coral_host
+
 
 @pytest.fixture(scope="module")
 def model(shared_data):

@@ -26,6 +26,9 @@ from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
 from edgetpu.tflite_model import read_model
 
+#: Runs on the base install (no TensorFlow): the CI job for the Coral host.
+pytestmark = pytest.mark.coral_host
+
 PAIRS = [
     "mobilenet_v1_0.25_128_quant",
     "mobilenet_v1_0.5_160_quant",

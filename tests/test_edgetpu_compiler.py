@@ -21,6 +21,9 @@ import pytest
 from edgetpu import compiler
 from edgetpu.cli.compile import main as compile_main
 
+#: Runs on the base install (no TensorFlow): the CI job for the Coral host.
+pytestmark = pytest.mark.coral_host
+
 DATA = Path(__file__).parent / "data" / "compiler"
 
 

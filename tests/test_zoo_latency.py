@@ -187,6 +187,7 @@ def test_recommend_proposes_only_buildable_rows(capsys):
     assert zoo.select_models(zoo.Constraints(task="detect", min_map=37))
 
 
+@pytest.mark.slow  # about 20 s of TensorFlow conversion; the default suite stays under 10 min
 def test_stored_features_match_a_rebuild_of_the_cheapest_row():
     script = _script()
     spec = zoo.get_model(CHEAPEST)

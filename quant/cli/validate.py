@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``validate-quant``; see the module docstring."""
     args = build_parser().parse_args(argv)
+    import matplotlib  # noqa: F401  (the report's plots; before any work, not after it)
+
     for name in ("limit", "threads"):
         value = getattr(args, name)
         if value is not None and value <= 0:
