@@ -111,39 +111,35 @@ def _odd_images(folder: Path) -> None:
 
 def _tiny_keras(folder: Path) -> dict[str, Path]:
     """A tiny classifier (batch None) as .keras, int8 .tflite with a dynamic batch, and a
-    model with unknown height and width."""
+    model with unknown height and width (as .keras and as int8 .tflite)."""
     from edgeq._tensorflow import keras, tf
 
     keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+
+    def int8(model: object, name: str) -> Path:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [rng.random((1, 32, 32, 3), dtype=np.float32)] for _ in range(4))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+        (folder / name).write_bytes(converter.convert())
+        return folder / name
+
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
     model.save(folder / "tiny.keras")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-    converter.representative_dataset = lambda: (
-        [rng.random((1, 32, 32, 3), dtype=np.float32)] for _ in range(4))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    (folder / "dynamic_int8.tflite").write_bytes(converter.convert())
     free = keras.Input((None, None, 3))
     free_model = keras.Model(
         free, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(free)))
     free_model.save(folder / "free_size.keras")
-    converter = tf.lite.TFLiteConverter.from_keras_model(free_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: (
-        [rng.random((1, 32, 32, 3), dtype=np.float32)] for _ in range(4))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    (folder / "free_size_int8.tflite").write_bytes(converter.convert())
-    return {"keras": folder / "tiny.keras", "dynamic": folder / "dynamic_int8.tflite",
+    return {"keras": folder / "tiny.keras", "dynamic": int8(model, "dynamic_int8.tflite"),
             "free_size": folder / "free_size.keras",
-            "free_size_int8": folder / "free_size_int8.tflite"}
+            "free_size_int8": int8(free_model, "free_size_int8.tflite")}
 
 
 @pytest.fixture(scope="module")
