@@ -139,7 +139,10 @@ def _quantize_args(model: Path, images: Path, out: Path) -> list[str]:
 FINAL = ("tiny_int8.tflite", "tiny_int8.json", "tiny_int8.md")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+@pytest.mark.parametrize("sig", [
+    signal.SIGINT,
+    pytest.param(signal.SIGKILL, marks=pytest.mark.slow),  # 17 s; the suite stays < 10 min
+], ids=["sigint", "sigkill"])
 def test_quantize_interrupted_during_calibration(tiny, tmp_path, sig):
     model, images = tiny
     out = tmp_path / "out"
