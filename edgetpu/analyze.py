@@ -80,16 +80,17 @@ INFERRED = "inferred"
 #: Largest Softmax depth the Edge TPU maps (Coral: at most 16,000 elements).
 SOFTMAX_MAX_ELEMENTS = 16000
 #: Largest product of a tensor's two innermost dimensions that maps. Inferred: between the
-#: largest seen mapping (176,400: CONCATENATION to [1,84,2100], goalbuddy_yolov8n_320.log
-#: has only one CONCATENATION "otherwise supported") and the smallest seen failing (230,400:
-#: RESHAPE to [1,144,1600], the same log); 192 KiB is the round number between them.
+#: largest seen mapping (176,400: CONCATENATION to [1,84,2100]; the compiler 16 log of a
+#: YOLOv8n export at 320 has only one CONCATENATION "otherwise supported") and the smallest
+#: seen failing (230,400: RESHAPE to [1,144,1600], the same log); 192 KiB is the round number
+#: between them.
 MAX_ROW_ELEMENTS = 196608
 #: Largest TRANSPOSE input that maps, in elements. Inferred: [1,20,20,144] (57,600) maps and
-#: [1,4,16,2100] (134,400) does not (goalbuddy_yolov8n_320.log: "TRANSPOSE 2 Mapped",
+#: [1,4,16,2100] (134,400) does not (YOLOv8n at 320, compiler 16: "TRANSPOSE 2 Mapped",
 #: "TRANSPOSE 3 ... unspecified limitation"); 2^16 lies between them.
 TRANSPOSE_MAX_ELEMENTS = 1 << 16
 #: Largest RESHAPE input that maps, in elements. Inferred: [1,40,40,255] (408,000) maps and
-#: [1,80,80,255] (1,632,000) does not (sandhya1708_yolov5n.log: "RESHAPE 3 Mapped", "RESHAPE 3
+#: [1,80,80,255] (1,632,000) does not (YOLOv5n at 640, compiler 16: "RESHAPE 3 Mapped", "RESHAPE 3
 #: ... unspecified limitation"; Coral: "Certain reshapes might not be mapped for large tensor
 #: sizes"); 2^20 lies between them.
 RESHAPE_MAX_ELEMENTS = 1 << 20
@@ -105,11 +106,12 @@ class Rule:
     evidence: str
 
 
-#: Every rule the analyzer applies. ``evidence`` names a real compile (a log line of a pair in
-#: ``../shared/data/coral`` or ``coral_wild``, or a compiler output quoted in a public issue)
-#: for ``seen`` rules, and the document or reasoning for ``inferred`` ones.
+#: Every rule the analyzer applies. ``evidence`` describes a real compile (a compiler log of a
+#: public model, or a compiler output quoted in a public issue) for ``seen`` rules, and the
+#: document or reasoning for ``inferred`` ones. ``scripts/bench_analyzer.py`` checks the
+#: rules against every real pair in ``../shared/data``.
 RULES: dict[str, Rule] = {
-    "mapped": Rule(MAPPED, "", SEEN, "ops listed in SEEN_MAPPED were mapped in a real compile"),
+    "mapped": Rule(MAPPED, "", SEEN, "ops in SEEN_MAPPED were mapped in a real compile"),
     "detection_postprocess": Rule(
         UNSUPPORTED_DATA_TYPE, "custom ops always run on the CPU; keep them at the end of the "
         "graph", INFERRED, "Coral: custom ops run on the CPU; the SSD post-processing op is "
@@ -126,22 +128,22 @@ RULES: dict[str, Rule] = {
         NOT_SUPPORTED, "compile for a newer Edge TPU runtime (a higher -m, or the compiler's "
         "default) and update libedgetpu on the device", SEEN,
         "compiler 14.1 (runtime 13): \"TRANSPOSE 42 Operation not supported\" (issue 242); "
-        "compiler 16.0 maps TRANSPOSE (goalbuddy_yolov8n_320.log)"),
+        "compiler 16.0 maps TRANSPOSE (YOLOv8n export log)"),
     "dequantize": Rule(
         UNSUPPORTED_DATA_TYPE, "make the model's output int8 / uint8 (inference_output_type) "
         "or accept the DEQUANTIZE on the CPU (cheap)", SEEN,
-        "system_software_lab_mnist4.log: \"DEQUANTIZE 1 Operation is working on an unsupported "
-        "data type\""),
+        "compiler 15 log of an MNIST CNN with float I/O: \"DEQUANTIZE 1 Operation is working on "
+        "an unsupported data type\""),
     "float_quantize": Rule(
         UNSPECIFIED_LIMITATION, "quantize the model's input too (inference_input_type int8 / "
         "uint8), or accept the input QUANTIZE on the CPU (cheap)", SEEN,
-        "system_software_lab_mnist4.log, jorgitou98_quantrl_cifar_ch32.log: \"QUANTIZE 1 "
-        "Operation is otherwise supported, but not mapped ...\" for a float32 input"),
+        "compiler 15 and 16 logs of CNNs with a float32 input: \"QUANTIZE 1 Operation is "
+        "otherwise supported, but not mapped ...\""),
     "not_edgetpu_op": Rule(
         NOT_SUPPORTED, "replace the layer with Edge TPU ops (coral.ai/docs/edgetpu/models-intro) "
         "or move it after the last Edge TPU op", SEEN,
-        "janniswolf_autoencoder_leakyrelu.log: \"LEAKY_RELU 2 Operation not supported\"; "
-        "jorgitou98_rllib_pong10: CAST left on the CPU"),
+        "compiler 16 log of a dense autoencoder: \"LEAKY_RELU 2 Operation not supported\"; "
+        "a compiled Atari policy leaves its uint8-to-float CAST on the CPU"),
     "data_type": Rule(
         UNSUPPORTED_DATA_TYPE, "quantize every tensor to int8/uint8 (full-integer post-training "
         "quantization with a representative dataset, or quantization-aware training)", INFERRED,
@@ -155,28 +157,28 @@ RULES: dict[str, Rule] = {
         UNSPECIFIED_LIMITATION, "give the model a static input shape before converting (the "
         "compiler reports this as 'Model not quantized')", INFERRED,
         "Coral models-intro: \"Tensor sizes are constant at compile-time (no dynamic sizes)\"; "
-        "a -1 batch of size 1 is mapped (system_software_lab_mnist4.log, compiler 15; "
-        "jorgitou98_quantrl_cifar_ch32.log, compiler 16: signature [-1,32,32,3], all mapped)"),
+        "a -1 batch of size 1 is mapped (compiler 15 and 16 logs of Keras CNNs with signature "
+        "[-1,28,28,1] and [-1,32,32,3]: every op mapped)"),
     "rank": Rule(
         UNSUPPORTED_RANK, "reshape so that at most the 3 innermost dimensions are larger than 1 "
-        "(batch 1)", SEEN, "insam_srgan_quant: the rank-5 RESHAPE / TRANSPOSE of the pixel "
-        "shuffle stay on the CPU; Coral models-intro: \"only the 3 innermost dimensions may "
-        "have a size greater than 1\""),
+        "(batch 1)", SEEN, "a compiled super-resolution GAN: the rank-5 RESHAPE / TRANSPOSE of "
+        "its pixel shuffle stay on the CPU; Coral models-intro: \"only the 3 innermost "
+        "dimensions may have a size greater than 1\""),
     "row_size": Rule(
         UNSPECIFIED_LIMITATION, "cut the model before this op (compile with -i, see below) or "
         "lower the input resolution; the CPU runs it otherwise", SEEN,
-        "goalbuddy_yolov8n_640.log: LOGISTIC on [1,80,8400] \"otherwise supported\", on "
-        "[1,80,2100] (the 320 log) not; sandhya1708_yolov5n.log: RESHAPE to [1,4800,85]; the "
-        "threshold itself is inferred (MAX_ROW_ELEMENTS)"),
+        "compiler 16 logs of YOLOv8n: LOGISTIC on [1,80,8400] \"otherwise supported\" (640), "
+        "on [1,80,2100] not (320); of YOLOv5n: RESHAPE to [1,4800,85]; the threshold itself "
+        "is inferred (MAX_ROW_ELEMENTS)"),
     "transpose_size": Rule(
         UNSPECIFIED_LIMITATION, "cut the model before this op (compile with -i) or transpose a "
-        "smaller tensor", SEEN, "goalbuddy_yolov8n_320.log: TRANSPOSE of [1,40,40,144] "
+        "smaller tensor", SEEN, "compiler 16 log of YOLOv8n at 320: TRANSPOSE of [1,40,40,144] "
         "\"otherwise supported\", of [1,20,20,144] mapped; the threshold is inferred"),
     "reshape_size": Rule(
         UNSPECIFIED_LIMITATION, "cut the model before this op (compile with -i) or reshape a "
-        "smaller tensor", SEEN, "sandhya1708_yolov5n.log: RESHAPE of [1,80,80,255] \"otherwise "
-        "supported\", of [1,40,40,255] mapped; Coral: \"Certain reshapes might not be mapped "
-        "for large tensor sizes\"; the threshold is inferred"),
+        "smaller tensor", SEEN, "compiler 16 log of YOLOv5n at 640: RESHAPE of [1,80,80,255] "
+        "\"otherwise supported\", of [1,40,40,255] mapped; Coral: \"Certain reshapes might "
+        "not be mapped for large tensor sizes\"; the threshold is inferred"),
     "fused_activation": Rule(
         UNSPECIFIED_LIMITATION, "apply the activation as a separate layer", INFERRED,
         "Coral models-intro: Concatenation, AveragePool2d, MaxPool2d \"No fused activation "
@@ -186,33 +188,28 @@ RULES: dict[str, Rule] = {
         "CPU execution", INFERRED, "Coral models-intro, supported-operations table"),
     "resize_scale": Rule(
         UNSPECIFIED_LIMITATION, "resize by an integer factor (or from a map larger than 1x1), "
-        "or accept CPU execution", SEEN, "deeplabv3_mnv2_dm05_pascal_quant: the 1x1 -> 33x33 "
+        "or accept CPU execution", SEEN, "Coral's compiled DeepLab v3: the 1x1 -> 33x33 "
         "RESIZE_BILINEAR stays on the CPU"),
     "partition": Rule(
         MORE_THAN_ONE_SUBGRAPH, "fix the first op that stays on the CPU, cut the model there "
         "with -i, or compile with -a (--enable_multiple_subgraphs, experimental)", SEEN,
-        "janniswolf_autoencoder_leakyrelu.log: \"FULLY_CONNECTED 1 More than one subgraph is "
-        "not supported\" after a LEAKY_RELU"),
+        "compiler 16 log of a dense autoencoder: \"FULLY_CONNECTED 1 More than one subgraph "
+        "is not supported\" after a LEAKY_RELU"),
     "intermediate_tensors": Rule(
         MORE_THAN_ONE_SUBGRAPH, "name later tensors with -i to keep more on the Edge TPU",
         INFERRED, "edgetpu_compiler -i: \"All operators following these tensors will not be "
         "compiled for the Edge TPU\" (coral.ai/docs/edgetpu/compiler)"),
 }
 
-#: Ops that a real compile mapped, with where (a pair in ../shared/data). An op mapped by a
+#: Ops that a real compile mapped (the pairs of ``../shared/data``: Coral's classifiers and
+#: DeepLab, YOLO, MNIST, audio, OCR, RL and GAN models people compiled). An op mapped by a
 #: rule but never seen mapped gets ``confidence: inferred``.
-SEEN_MAPPED: dict[str, str] = {
-    "ADD": "mobilenet_v1 / deeplabv3 (coral)", "AVERAGE_POOL_2D": "mobilenet_v1 (coral)",
-    "CONCATENATION": "goalbuddy_yolov8n_320", "CONV_2D": "mobilenet_v1 (coral)",
-    "DEPTHWISE_CONV_2D": "mobilenet_v1 (coral)", "FULLY_CONNECTED": "marcelloceresini_mnist_mlp",
-    "LOGISTIC": "goalbuddy_yolov8n_320", "MAX_POOL_2D": "s123600g_asr_speech",
-    "MEAN": "evo4np_tm_classifier", "MUL": "s123600g_asr_speech", "PAD": "evo4np_tm_classifier",
-    "PRELU": "insam_srgan_quant", "QUANTIZE": "zye1996_ocr_lpr", "RESHAPE": "marcelloceresini_"
-    "mnist_mlp", "RESIZE_NEAREST_NEIGHBOR": "goalbuddy_yolov8n_320",
-    "SOFTMAX": "jorgitou98_quantrl_cifar_ch32", "SPLIT": "xuesichen_yamnet_spectra_in",
-    "STRIDED_SLICE": "goalbuddy_yolov8n_320", "TANH": "jorgitou98_rllib_taxi_uint8",
-    "TRANSPOSE": "goalbuddy_yolov8n_320", "UNIDIRECTIONAL_SEQUENCE_LSTM": "keras_lstm_mnist_ptq",
-}
+SEEN_MAPPED = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "PRELU", "QUANTIZE",
+    "RESHAPE", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX", "SPLIT", "STRIDED_SLICE", "TANH",
+    "TRANSPOSE", "UNIDIRECTIONAL_SEQUENCE_LSTM",
+})
 
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH",
                 5: "SIGN_BIT", 6: "SIGMOID"}
