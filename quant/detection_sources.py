@@ -108,6 +108,22 @@ def load_detection_model(spec: Any, checkpoint: str, source: str):
     )
 
 
+def random_ssd(config: SsdConfig, name: str, preprocess: Any = None, spec: Any = None):
+    """Return an SSD of ``config`` with random weights as a :class:`quant.sources.FloatModel`.
+
+    The graph, anchors and post-processing are those of a loaded archive; only the weights
+    are missing (enough for latency and Edge TPU mapping, which depend on the graph alone).
+    """
+    from quant.models.ssd import build_ssd
+    from quant.sources import FloatModel
+
+    model = build_ssd(config, name=name)
+    anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
+    return FloatModel(model=model, name=name, task="detect", source="random weights",
+                      preprocess=preprocess or inception_preprocess(config.image_size[0]),
+                      spec=spec, postprocess=DetectionHead.from_config(config, anchors))
+
+
 def feature_map_sizes(model: Any) -> list[tuple[int, int]]:
     """Return the (height, width) of each feature map of an SSD built by ``build_ssd``."""
     reshapes = {}

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeq.paths import shared_data_dir
 
 
@@ -166,25 +164,23 @@ def model_path(model: LatencyModel, folder: Path) -> Path:
 
 def build_models(folder: Path, models: tuple[LatencyModel, ...] = MODELS,
                  force: bool = False) -> dict[str, float]:
-    """Build the random-weight int8 models not in ``folder`` yet; return seconds each."""
-    from quant.calibration import CalibrationSet
-    from quant.ptq import QuantizeOptions, quantize_model
+    """Build the random-weight int8 models not in ``folder`` yet; return seconds each.
+
+    Quantized as the zoo table's rows are (``zoo_latency.quantize_random``: the project's PTQ,
+    fast settings, random calibration images).
+    """
+    from zoo_latency import quantize_random
 
     folder.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    options = QuantizeOptions(require_edgetpu=False, rounding="nearest", bias_correction="off",
-                              ranges="minmax", range_images=2, stats_images=2)
     for model in models:
         path = model_path(model, folder)
         if model.source.startswith("shared:") or (path.is_file() and not force):
             continue
         start = time.perf_counter()
-        float_model = float_model_for(model)
-        pixels = np.random.default_rng(0).integers(0, 256, (2, model.size, model.size, 3),
-                                                   dtype=np.uint8)
-        result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"), options)
+        tflite = quantize_random(float_model_for(model), model.size)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(result.tflite)
+        tmp.write_bytes(tflite)
         tmp.replace(path)
         seconds[model.key] = round(time.perf_counter() - start, 1)
         print(f"built {path.name} in {seconds[model.key]} s", flush=True)
@@ -275,14 +271,9 @@ _ARCHIVE = "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"
 def _ssd(model: LatencyModel):
     """SSD MobileNet v1 / v2 (COCO, 90 classes; the face model: 1 class at 320x320), with
     ``TFLite_Detection_PostProcess``, from the shared archive's ``pipeline.config``."""
-    from edgeq.images import inception_preprocess
     from edgeq.textproto import parse_text_proto
-    from quant.anchors import ssd_anchors
-    from quant.detection_sources import feature_map_sizes
-    from quant.models.ssd import build_ssd
+    from quant.detection_sources import random_ssd
     from quant.pipeline_config import ssd_config_from_message
-    from quant.postprocess import DetectionHead
-    from quant.sources import FloatModel
 
     with tarfile.open(shared_data_dir() / _ARCHIVE) as archive:
         member = next(m for m in archive.getmembers() if m.name.endswith("pipeline.config"))
@@ -294,8 +285,4 @@ def _ssd(model: LatencyModel):
         image_size=(model.size, model.size))
     if "face" in model.source:
         config = dataclasses.replace(config, num_classes=1)
-    keras_model = build_ssd(config, name=model.key)
-    anchors = ssd_anchors(config.anchors, feature_map_sizes(keras_model), config.image_size)
-    return FloatModel(model=keras_model, preprocess=inception_preprocess(model.size),
-                      name=model.key, task="detect", source="random weights",
-                      postprocess=DetectionHead.from_config(config, anchors))
+    return random_ssd(config, model.key)

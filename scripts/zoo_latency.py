@@ -178,21 +178,14 @@ def float_model(spec: zoo.ModelSpec):
         return FloatModel(model=model, preprocess=spec.preprocess, name=spec.name,
                           task="classify", source="random weights", spec=spec), settings
     from edgeq.textproto import parse_text_proto
-    from quant.anchors import ssd_anchors
-    from quant.detection_sources import feature_map_sizes
-    from quant.models.ssd import build_ssd
+    from quant.detection_sources import random_ssd
     from quant.pipeline_config import ssd_config_from_message
-    from quant.postprocess import DetectionHead
 
     config = ssd_config_from_message(parse_text_proto(pipeline_text(spec), spec.name),
                                      f"{spec.name} sample config")
-    model = build_ssd(config, name=spec.name)
-    anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
     settings = {"builder": "quant.models.ssd.build_ssd",
                 "pipeline": json.loads(json.dumps(dataclasses.asdict(config)))}
-    return FloatModel(model=model, preprocess=spec.preprocess, name=spec.name, task="detect",
-                      source="random weights", spec=spec,
-                      postprocess=DetectionHead.from_config(config, anchors)), settings
+    return random_ssd(config, spec.name, spec.preprocess, spec), settings
 
 
 def measure(spec: zoo.ModelSpec, keep: Path | None = None) -> dict[str, Any]:
@@ -211,26 +204,34 @@ def measure(spec: zoo.ModelSpec, keep: Path | None = None) -> dict[str, Any]:
     from edgetpu.analyze import analyze_model
     from edgetpu.cost import graph_features
     from edgetpu.tflite_model import read_model
-    from quant.calibration import CalibrationSet
-    from quant.ptq import QuantizeOptions, quantize_model
 
     start = time.perf_counter()
     model, settings = float_model(spec)
-    pixels = np.random.default_rng(SEED).integers(
-        0, 256, (CALIBRATION_IMAGES, spec.input_size, spec.input_size, 3), dtype=np.uint8)
     try:
-        result = quantize_model(model, CalibrationSet(pixels, (), "random", "-"),
-                                QuantizeOptions(**QUANTIZE_SETTINGS))
+        tflite = quantize_random(model, spec.input_size)
     except BadInputError as exc:
         raise BadInputError(f"quantization failed: {exc}") from exc
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(keep or scratch) / f"{spec.name}_int8_random.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(result.tflite)
+        path.write_bytes(tflite)
         mapped = [op.mapped for op in analyze_model(path).ops]
         features = graph_features(read_model(path), mapped)
     return {"builder": settings, "features": features.to_dict(),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def quantize_random(model: Any, size: int) -> bytes:
+    """Our PTQ with the fast settings (:data:`QUANTIZE_SETTINGS`) on random uint8 images.
+
+    The weights are random too: what latency and Edge TPU mapping need is the graph.
+    """
+    from quant.calibration import CalibrationSet
+    from quant.ptq import quantize_model
+
+    pixels = np.random.default_rng(SEED).integers(0, 256, (CALIBRATION_IMAGES, size, size, 3),
+                                                  dtype=np.uint8)
+    return quantize_model(model, CalibrationSet(pixels, (), "random", "-"), _options()).tflite
 
 
 def _header(builders: dict[str, list[str]]) -> dict[str, Any]:

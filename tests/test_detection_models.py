@@ -252,19 +252,12 @@ def test_weight_shared_int8_maps_to_the_edgetpu(tmp_path, name, size):
     the PPN's max-pooled maps; only the post-processing stays on the CPU, and for the PPN at
     300 (3,000 anchors x 91 classes) the class-score tail too, over the compiler's size limit
     for the two innermost dimensions (edgetpu.analyze, rule row_size)."""
-    from edgeq.images import inception_preprocess
     from edgetpu.analyze import analyze_model
     from quant.calibration import CalibrationSet
-    from quant.postprocess import DetectionHead
+    from quant.detection_sources import random_ssd
     from quant.ptq import QuantizeOptions, quantize_model
-    from quant.sources import FloatModel
 
-    config = _config(name, size=size)
-    model = build_ssd(config)
-    anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
-    float_model = FloatModel(model=model, preprocess=inception_preprocess(size), name=name,
-                             task="detect", source="random weights",
-                             postprocess=DetectionHead.from_config(config, anchors))
+    float_model = random_ssd(_config(name, size=size), name)
     pixels = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
     result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
                             QuantizeOptions(rounding="nearest", require_edgetpu=False))
