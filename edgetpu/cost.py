@@ -153,8 +153,8 @@ def op_macs(model: Model, op: Operator) -> int:
 
 def graph_features(model: Model, mapped: list[bool]) -> GraphFeatures:
     """Return the latency features of a source model given which ops run on the Edge TPU."""
-    on_tpu = [(op, c) for op, c, m in zip(model.operators, op_costs(model), mapped, strict=True)
-              if m]
+    costs = op_costs(model)
+    on_tpu = [(op, c) for op, c, m in zip(model.operators, costs, mapped, strict=True) if m]
     dense = sum(c.macs for op, c in on_tpu if op.opcode in _DENSE)
     array = sum(array_macs(model, op) for op, _ in on_tpu if op.opcode in _DENSE)
     depthwise = sum(c.macs for op, c in on_tpu if op.opcode == "DEPTHWISE_CONV_2D")
@@ -162,7 +162,7 @@ def graph_features(model: Model, mapped: list[bool]) -> GraphFeatures:
     activations = peak_activation_bytes(model, mapped)
     cached = min(params, ON_CHIP_CACHE_BYTES, max(SRAM_BYTES - activations, 0))
     in_bytes, out_bytes = _boundary_bytes(model, mapped)
-    on_cpu = [(op, c) for op, c, m in zip(model.operators, op_costs(model), mapped, strict=True)
+    on_cpu = [(op, c) for op, c, m in zip(model.operators, costs, mapped, strict=True)
               if not m]
     postprocess = sum(_scores(model, op) for op, _ in on_cpu if op.opcode == DETECTION_POSTPROCESS)
     elements = sum(model.tensors[t].size for op, _ in on_cpu if op.opcode != DETECTION_POSTPROCESS

@@ -25,7 +25,6 @@ from typing import Any
 from edgeq.paths import shared_data_dir
 from edgetpu.analyze import analyze_model, compiler_table
 from edgetpu.compiler import parse_log
-from edgetpu.tflite_model import EDGETPU_CUSTOM_OP, read_model
 
 
 def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -40,7 +39,8 @@ def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 def compare(source: Path, compiled: Path) -> dict[str, Any]:
     """Return the predicted and real CPU ops (and log tables) of one pair."""
-    segments = sum(op.opcode == EDGETPU_CUSTOM_OP for op in read_model(compiled).operators)
+    real = analyze_model(compiled)
+    segments = real.summary["edgetpu_custom_ops"]
     log_path = source.with_suffix(".log")
     log = parse_log(log_path.read_text(errors="replace")) if log_path.is_file() else None
     version = log.version if log and log.version else None
@@ -48,7 +48,6 @@ def compare(source: Path, compiled: Path) -> dict[str, Any]:
     predicted = analyze_model(source, enable_multiple_subgraphs=segments > 1,
                               compiler_version=version)
     elapsed = time.perf_counter() - start
-    real = analyze_model(compiled)
     row: dict[str, Any] = {
         "model": source.stem,
         "folder": source.parent.name,

@@ -197,8 +197,9 @@ def main() -> int:
         path = model_path(model, args.models)
         # as Coral converted it: with op versions its compiler reads (TF 2.21 raises some)
         mapped = [op.mapped for op in analyze_model(path, any_op_version=True).ops]
-        features[model.key] = graph_features(read_model(path), mapped)
-        on_cpu = graph_features(read_model(path), [False] * len(mapped))
+        graph = read_model(path)
+        features[model.key] = graph_features(graph, mapped)
+        on_cpu = graph_features(graph, [False] * len(mapped))
         for device in FITTED_DEVICES:
             if device in published.get(model.key, {}):
                 points.append(Point(model.key, device, published[model.key][device]["ms"],
