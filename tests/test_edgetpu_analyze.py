@@ -19,6 +19,7 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scripts_loader import load_script
 
 from edgeq.errors import BadInputError
 from edgetpu import analyze
@@ -498,19 +499,9 @@ def test_check_cli_json_and_exit_codes(shared_data: Path,
     assert "edgetpu-custom-op" in capsys.readouterr().out
 
 
-def _bench_analyzer() -> Any:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_analyzer.py"
-    spec = importlib.util.spec_from_file_location("bench_analyzer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_wild_pairs_and_logs_match_the_compiler(shared_data: Path) -> None:
     """Models people compiled (compilers 2.0 to 16.0): CPU ops and the logs' whole tables."""
-    bench = _bench_analyzer()
+    bench = load_script("bench_analyzer")
     pairs = bench.find_pairs(shared_data / "coral_wild")
     assert len(pairs) >= 18
     rows = [bench.compare(source, compiled) for source, compiled in pairs]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from scripts_loader import load_script
 
 from edgeq.errors import BadInputError
 from edgetpu import cost
@@ -111,28 +112,11 @@ def test_edgetpu_check_prints_the_estimate(shared_data: Path,
     assert json.loads(capsys.readouterr().out)["cost"] is None
 
 
-def _bench() -> object:
-    import importlib.util
-    import sys
-
-    folder = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_edgetpu_cost",
-                                                      folder / "bench_edgetpu_cost.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module
-
-
 def test_joint_fit_recovers_known_constants(shared_data: Path) -> None:
     """Points made from known constants (shared Edge TPU ones, per-device link / CPU ones)
     on real graphs, with their CPU-only twins: the fit finds the constants, and held-out
     models are predicted within 2%."""
-    bench = _bench()
+    bench = load_script("bench_edgetpu_cost")
     coral = shared_data / "coral"
     graphs, cpu_only = [], []
     for name in ("mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant",

@@ -6,12 +6,10 @@ over the small seeds, with a fixed seed, run through the same engine and worker 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from scripts_loader import load_script
 
 from edgeq.errors import BadInputError
 from edgetpu import runtime
@@ -25,17 +23,7 @@ SMALL_SEEDS = [
 ]
 
 
-def _load_fuzzer() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "scripts" / "fuzz_tflite.py"
-    spec = importlib.util.spec_from_file_location("fuzz_tflite", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz_tflite = _load_fuzzer()
+fuzz_tflite = load_script("fuzz_tflite")
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,20 @@ a rebuild by ``scripts/zoo_latency.py``'s own function.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from scripts_loader import SCRIPTS, load_script
 
 from edgeq.errors import BadInputError
 from quant import zoo
 from quant.cli.listing import add_listing_arguments, estimate_title, run_listing
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "zoo_latency.py"
+SCRIPT = SCRIPTS / "zoo_latency.py"
 CHEAPEST = "mobilenet_v1_0.25_128"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("zoo_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _specs() -> list[zoo.ModelSpec]:
@@ -74,7 +66,7 @@ def test_table_holds_exactly_the_buildable_rows():
 def test_buildable_follows_the_live_builder_registries():
     """The registry keys stored with the table are those quantize dispatches on today, and
     every row a registered builder refuses is refused by it (quickly: before any layer)."""
-    script = _script()
+    script = load_script("zoo_latency")
     table = zoo.edgetpu_table()
     assert table["builders"] == script.registries()
     assert {spec.name for spec in script.candidates()} == (
@@ -189,7 +181,7 @@ def test_recommend_proposes_only_buildable_rows(capsys):
 
 @pytest.mark.slow  # about 20 s of TensorFlow conversion; the default suite stays under 10 min
 def test_stored_features_match_a_rebuild_of_the_cheapest_row():
-    script = _script()
+    script = load_script("zoo_latency")
     spec = zoo.get_model(CHEAPEST)
     entry = script.measure(spec)
     assert entry["features"] == zoo.edgetpu_table()["models"][CHEAPEST]["features"]
