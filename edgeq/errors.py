@@ -7,7 +7,9 @@ usage, 3 a required external tool, device or network resource is missing.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 EXIT_OK = 0
@@ -76,6 +78,7 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
                       f"install it with: pip install 'edgetpu-quant[{extra}]'", file=sys.stderr)
                 return EXIT_MISSING_TOOL
             except KeyboardInterrupt:
+                _ignore_further_interrupts()
                 print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
                 return 130
             return 0 if code is None else int(code)
@@ -83,6 +86,15 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
         return wrapper
 
     return decorate
+
+
+def _ignore_further_interrupts() -> None:
+    """Ignore SIGINT from now on, so a repeated Ctrl-C cannot break the exit with a traceback.
+
+    The command is already stopping: its one line must stay the last and its exit status 130.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def printable(text: str) -> str:

@@ -177,6 +177,26 @@ def test_sigint_between_renames_completes_the_group(tmp_path, monkeypatch):
     assert all(path.read_bytes() == payload for path, payload in files)
 
 
+def test_repeated_ctrl_c_keeps_exit_130_and_one_line(tmp_path):
+    """A second Ctrl-C while the stopped command exits changes neither its status nor its
+    last line (a user presses it twice; a terminal may send it to the group twice)."""
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from edgeq.errors import cli_entry
+
+        @cli_entry("demo")
+        def main(argv):
+            raise KeyboardInterrupt
+
+        status = main([])
+        os.kill(os.getpid(), signal.SIGINT)
+        sys.exit(status)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_env(tmp_path), timeout=WAIT_S)
+    _check_stopped(signal.SIGINT, run.returncode, run.stderr, "demo")
+
+
 _COMPILER = r'''
 import os, sys, time
 from pathlib import Path
