@@ -8,49 +8,15 @@ refused here (it cannot be re-quantized with full accuracy): point to the origin
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 from edgeq.errors import BadInputError
-from edgeq.images import Preprocess
 from quant import zoo
 from quant.fetch import ARCHIVE_SUFFIXES, is_url, locate_checkpoint
+from quant.float_model import FloatModel
 from quant.preprocess import PreprocessOptions
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-@dataclasses.dataclass(frozen=True)
-class FloatModel:
-    """A float model ready for conversion, with everything its sidecar records.
-
-    Attributes:
-        model: the tf-keras model (batch 1).
-        preprocess: how images are fed to it.
-        name: a short name for output files.
-        task: ``"classify"`` or ``"detect"``.
-        source: the model source as the user gave it.
-        source_file: the file or folder read (its checksum goes into the sidecar).
-        spec: the zoo entry, when the model comes from the zoo.
-        bundled_tflite: a float ``.tflite`` shipped with the checkpoint, if any.
-        postprocess: detection post-processing settings (anchors, NMS), for detectors.
-    """
-
-    model: Any
-    preprocess: Preprocess
-    name: str
-    task: str
-    source: str
-    source_file: Path | None = None
-    spec: zoo.ModelSpec | None = None
-    bundled_tflite: Path | None = None
-    postprocess: Any = None
-
-    @property
-    def num_classes(self) -> int:
-        """Return the size of the model's last output dimension."""
-        return int(self.model.outputs[0].shape[-1])
 
 
 def load_float_model(source: str, checkpoint: str | None = None,
@@ -107,7 +73,7 @@ def _from_zoo(spec: zoo.ModelSpec, checkpoint: str, source: str,
     from quant.models import build_classifier
 
     if spec.task != "classify":
-        from quant.detection_sources import load_detection_model
+        from quant.detection.sources import load_detection_model
 
         return load_detection_model(spec, checkpoint, source)
     files = locate_checkpoint(checkpoint, expected_prefix=spec.checkpoint_prefix)

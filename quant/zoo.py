@@ -9,7 +9,7 @@ Importing this module does not import TensorFlow.
 Buildable rows and the Coral estimate: ``ModelSpec.builder`` names the registry entry
 ``quantize --model NAME`` builds the row with (the classifier family, a key of
 :func:`quant.models.build_classifier`, or the ``feature_extractor.type`` of the detection
-archive's ``pipeline.config``, a key of :func:`quant.models.ssd.build_ssd`). Those registries
+archive's ``pipeline.config``, a key of :func:`quant.detection.ssd.build_ssd`). Those registries
 import TensorFlow, so ``scripts/zoo_latency.py`` records their keys (and the rows a builder
 refuses, e.g. for ``use_explicit_padding``) in the package data ``zoo_edgetpu.json``, next to
 the graph features of every buildable row built with random weights; ``ModelSpec.buildable``

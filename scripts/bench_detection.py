@@ -35,13 +35,13 @@ from PIL import Image
 from edgeq.images import decode_images, image_sizes, inception_preprocess, list_images
 from edgeq.paths import shared_data_dir
 from edgetpu.analyze import analyze_model
-from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
 from quant.calibration import CalibrationSet
-from quant.detection_sources import load_ssd_checkpoint
-from quant.pipeline_config import BoxPredictorConfig, FeatureExtractorConfig, SsdConfig
-from quant.postprocess import DetectionHead, replace_postprocess_settings
+from quant.detection.anchors import AnchorConfig, MultiscaleAnchorConfig
+from quant.detection.pipeline_config import BoxPredictorConfig, FeatureExtractorConfig, SsdConfig
+from quant.detection.postprocess import DetectionHead, replace_postprocess_settings
+from quant.detection.sources import load_ssd_checkpoint
+from quant.float_model import FloatModel
 from quant.ptq import QuantizeOptions, quantize_model
-from quant.sources import FloatModel
 from quant.validate.detection import coco_images, coco_map, load_coco, to_coco_results
 from quant.validate.reference import converted_tflite
 from quant.validate.runners import TfliteRunner
@@ -191,9 +191,9 @@ def _builders(v1_config: SsdConfig, head: DetectionHead,
               calibration: np.ndarray) -> dict[str, dict]:
     """Return, per builder (random weights, 90 classes), its parameters and the share of its
     ops the offline Edge TPU analyzer maps after our PTQ (post-processing included)."""
-    from quant.anchors import ssd_anchors
-    from quant.detection_sources import feature_map_sizes
-    from quant.models.ssd import build_ssd
+    from quant.detection.anchors import ssd_anchors
+    from quant.detection.sources import feature_map_sizes
+    from quant.detection.ssd import build_ssd
 
     variants = {"ssd_mobilenet_v1_0.75_depth": v1_config}
     for name, kind, lite, size in BUILDERS:

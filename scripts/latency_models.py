@@ -188,9 +188,9 @@ def build_models(folder: Path, models: tuple[LatencyModel, ...] = MODELS,
 
 
 def float_model_for(model: LatencyModel):
-    """The float :class:`quant.sources.FloatModel` of a built entry (random weights)."""
+    """The float :class:`quant.float_model.FloatModel` of a built entry (random weights)."""
     from edgeq.images import inception_preprocess
-    from quant.sources import FloatModel
+    from quant.float_model import FloatModel
 
     kind, _, name = model.source.partition(":")
     if kind == "builder" and name.startswith("ssd_"):
@@ -272,8 +272,8 @@ def _ssd(model: LatencyModel):
     """SSD MobileNet v1 / v2 (COCO, 90 classes; the face model: 1 class at 320x320), with
     ``TFLite_Detection_PostProcess``, from the shared archive's ``pipeline.config``."""
     from edgeq.textproto import parse_text_proto
-    from quant.detection_sources import random_ssd
-    from quant.pipeline_config import ssd_config_from_message
+    from quant.detection.pipeline_config import ssd_config_from_message
+    from quant.detection.sources import random_ssd
 
     with tarfile.open(shared_data_dir() / _ARCHIVE) as archive:
         member = next(m for m in archive.getmembers() if m.name.endswith("pipeline.config"))

@@ -2,7 +2,7 @@
 
 A zoo row is buildable when the builder ``quantize --model NAME`` dispatches on is
 registered (:func:`quant.models.list_classifier_families`, the feature extractor types of
-:func:`quant.models.ssd.build_ssd`) and accepts the row's settings. Each such row is built
+:func:`quant.detection.ssd.build_ssd`) and accepts the row's settings. Each such row is built
 here with random weights (latency depends on the graph, not on the weights), quantized by
 the project's PTQ with its fast settings (nearest rounding, min/max ranges, two random
 calibration images), analysed offline (:func:`edgetpu.analyze.analyze_model`) and reduced
@@ -131,8 +131,8 @@ _ROW_FIELDS: dict[str, dict[str, Any]] = {
 
 def registries() -> dict[str, list[str]]:
     """The builder registry keys ``quantize --model`` dispatches on, per task."""
+    from quant.detection.ssd import list_feature_extractors
     from quant.models import list_classifier_families
-    from quant.models.ssd import list_feature_extractors
 
     return {"classify": list_classifier_families(), "detect": list_feature_extractors()}
 
@@ -164,7 +164,7 @@ def float_model(spec: zoo.ModelSpec):
         BadInputError: the builder refuses the row (its message says why).
     """
     from edgeq._tensorflow import keras
-    from quant.sources import FloatModel
+    from quant.float_model import FloatModel
 
     keras.utils.set_random_seed(SEED)
     if spec.task == "classify":
@@ -178,12 +178,12 @@ def float_model(spec: zoo.ModelSpec):
         return FloatModel(model=model, preprocess=spec.preprocess, name=spec.name,
                           task="classify", source="random weights", spec=spec), settings
     from edgeq.textproto import parse_text_proto
-    from quant.detection_sources import random_ssd
-    from quant.pipeline_config import ssd_config_from_message
+    from quant.detection.pipeline_config import ssd_config_from_message
+    from quant.detection.sources import random_ssd
 
     config = ssd_config_from_message(parse_text_proto(pipeline_text(spec), spec.name),
                                      f"{spec.name} sample config")
-    settings = {"builder": "quant.models.ssd.build_ssd",
+    settings = {"builder": "quant.detection.ssd.build_ssd",
                 "pipeline": json.loads(json.dumps(dataclasses.asdict(config)))}
     return random_ssd(config, spec.name, spec.preprocess, spec), settings
 

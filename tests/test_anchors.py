@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import BadInputError
-from quant.anchors import (
+from quant.detection.anchors import (
     AnchorConfig,
     MultiscaleAnchorConfig,
     anchors_per_location,

@@ -59,7 +59,7 @@ def _decode(encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 def test_float_archive_detects_coco_objects_through_the_loader(shared_data):
     """The float OD API archive, loaded by our builder, run in Keras (no TFLite involved)."""
     from edgeq.images import inception_preprocess
-    from quant.detection_sources import load_ssd_checkpoint
+    from quant.detection.sources import load_ssd_checkpoint
 
     loaded = load_ssd_checkpoint(
         shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")
@@ -84,7 +84,7 @@ def test_float_archive_detects_coco_objects_through_the_loader(shared_data):
 def test_float_archive_with_postprocessing_scores_coco_map(shared_data):
     """Float TFLite of our loaded model + TFLite_Detection_PostProcess, pycocotools mAP."""
     from edgeq.images import decode_images, image_sizes, inception_preprocess
-    from quant.detection_sources import load_ssd_checkpoint
+    from quant.detection.sources import load_ssd_checkpoint
     from quant.validate.detection import coco_images, coco_map, load_coco, to_coco_results
     from quant.validate.reference import converted_tflite
     from quant.validate.runners import TfliteRunner
@@ -108,9 +108,9 @@ def test_our_int8_of_the_float_archive_maps_and_matches_coco(shared_data, tmp_pa
     from edgeq.images import decode_images, inception_preprocess, list_images
     from edgetpu.analyze import analyze_model
     from quant.calibration import CalibrationSet
-    from quant.detection_sources import load_ssd_checkpoint
+    from quant.detection.sources import load_ssd_checkpoint
+    from quant.float_model import FloatModel
     from quant.ptq import QuantizeOptions, quantize_model
-    from quant.sources import FloatModel
 
     loaded = load_ssd_checkpoint(
         shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz")

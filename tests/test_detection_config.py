@@ -8,9 +8,9 @@ from ssd_configs import pipeline_text
 from edgeq.errors import BadInputError
 from edgeq.textproto import parse_text_proto
 from edgetpu.labels import label_name, read_labels
-from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
+from quant.detection.anchors import AnchorConfig, MultiscaleAnchorConfig
+from quant.detection.pipeline_config import read_ssd_config, ssd_config_from_message
 from quant.fetch import locate_checkpoint
-from quant.pipeline_config import read_ssd_config, ssd_config_from_message
 
 
 def test_text_format_values_lists_and_comments():

@@ -8,11 +8,11 @@ from ssd_configs import BUILDERS, pipeline_text, random_variables, write_export
 
 from edgeq.errors import BadInputError
 from edgeq.textproto import parse_text_proto
-from quant.anchors import ssd_anchors
 from quant.checkpoints import checkpoint_variable_name, open_checkpoint
-from quant.detection_sources import feature_map_sizes, load_ssd_checkpoint
-from quant.models.ssd import build_ssd
-from quant.pipeline_config import ssd_config_from_message
+from quant.detection.anchors import ssd_anchors
+from quant.detection.pipeline_config import ssd_config_from_message
+from quant.detection.sources import feature_map_sizes, load_ssd_checkpoint
+from quant.detection.ssd import build_ssd
 
 V1 = "FeatureExtractor/MobilenetV1"
 SHARED = "WeightSharedConvolutionalBoxPredictor"
@@ -254,7 +254,7 @@ def test_weight_shared_int8_maps_to_the_edgetpu(tmp_path, name, size):
     for the two innermost dimensions (edgetpu.analyze, rule row_size)."""
     from edgetpu.analyze import analyze_model
     from quant.calibration import CalibrationSet
-    from quant.detection_sources import random_ssd
+    from quant.detection.sources import random_ssd
     from quant.ptq import QuantizeOptions, quantize_model
 
     float_model = random_ssd(_config(name, size=size), name)
@@ -308,7 +308,7 @@ def test_zoo_detection_spec_loads_as_float_model(shared_data):
     pytest.importorskip("quant.zoo", reason="the model zoo is not in this checkout yet")
     from types import SimpleNamespace
 
-    from quant.detection_sources import load_detection_model
+    from quant.detection.sources import load_detection_model
 
     archive = shared_data / "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"
     spec = SimpleNamespace(name="ssd_mobilenet_v1_0.75_depth_coco", task="detect",

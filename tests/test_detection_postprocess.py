@@ -9,7 +9,7 @@ import pytest
 
 from edgeq._tensorflow import keras, tf
 from edgeq.errors import BadInputError
-from quant.postprocess import (
+from quant.detection.postprocess import (
     DetectionHead,
     PostProcessSettings,
     append_postprocess,
@@ -144,7 +144,7 @@ def _decode(encodings: np.ndarray, anchors: np.ndarray, settings) -> np.ndarray:
 
 @pytest.mark.parametrize("offsets", [False, True])
 def test_box_offsets_make_uint8_anchors_decode_like_float_ones(offsets):
-    from quant.postprocess import anchor_offsets
+    from quant.detection.postprocess import anchor_offsets
     from quant.ptq import box_offsets, convert
 
     rng = np.random.default_rng(3)

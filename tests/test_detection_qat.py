@@ -10,8 +10,8 @@ import pytest
 from edgeq._tensorflow import tf
 from edgeq.errors import BadInputError
 from edgetpu.adapters import detection_outputs, get_objects
-from quant.detection_qat import convert_tflite_graph
-from quant.postprocess import read_postprocess
+from quant.detection.postprocess import read_postprocess
+from quant.detection.tflite_graph import convert_tflite_graph
 
 
 def _tflite_graph(path, max_detections: int = 5) -> None:

@@ -12,9 +12,9 @@ from edgeq._tensorflow import keras
 from edgeq.images import inception_preprocess
 from edgetpu.analyze import analyze_model
 from quant.calibration import CalibrationSet
+from quant.float_model import FloatModel
 from quant.models.mobilenet_v3 import activation
 from quant.ptq import QuantizeOptions, hard_swish, quantize_model
-from quant.sources import FloatModel
 
 SIZE = 32
 

@@ -12,12 +12,13 @@ from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
 from edgeq.images import inception_preprocess
 from quant.calibration import calibration_set
+from quant.float_model import FloatModel
 from quant.models import build_classifier
 from quant.preprocess import PreprocessOptions
 from quant.ptq import QuantizeOptions, quantize_model, save
 from quant.ptq.equalize import equalize, find_pairs
 from quant.ptq.ranges import read_model
-from quant.sources import FloatModel, load_float_model
+from quant.sources import load_float_model
 
 INT8, UINT8, INT32 = 9, 3, 2  # TensorType
 

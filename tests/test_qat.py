@@ -9,7 +9,7 @@ import pytest
 
 from edgeq.errors import BadInputError, MissingToolError
 from edgeq.images import inception_preprocess
-from quant.sources import FloatModel
+from quant.float_model import FloatModel
 
 SIZE, CLASSES = 32, 5
 

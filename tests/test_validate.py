@@ -304,7 +304,7 @@ def test_acceptance_mobilenet_v2(shared_data: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_float_ssd_reference_from_checkpoint(shared_data: Path, tmp_path: Path) -> None:
-    from quant.detection_sources import load_ssd_checkpoint
+    from quant.detection.sources import load_ssd_checkpoint
     from quant.validate.reference import _aligned_head
 
     int8 = shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"

@@ -25,9 +25,11 @@ from edgeq.paths import DEFAULT_OUT
 from quant import zoo
 from quant.cli._args import add_preprocess_arguments, preprocess_options
 from quant.cli.listing import DEVICE_HELP, add_listing_arguments, run_listing
+from quant.modes import IoType, Method, RangeMethod, Switch, TrainingDevice, choices
+from quant.options import QuantizeOptions
 
 PROG = "quantize"
-_TRAINING_DEVICES = ("auto", "cpu", "gpu")
+DEFAULTS = QuantizeOptions()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,19 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calib-size", type=int, default=300, help="images used (default 300)")
     calib.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     quant = parser.add_argument_group("quantization")
-    quant.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
-                       help="input/output type (default uint8, what Coral examples feed)")
+    quant.add_argument("--io", choices=choices(IoType), default=DEFAULTS.io_type,
+                       help=f"input/output type (default {DEFAULTS.io_type}, what Coral "
+                            "examples feed)")
     quant.add_argument("--per-tensor", action="store_true",
                        help="per-tensor weights (default per-channel)")
-    quant.add_argument("--ranges", choices=("relu6", "minmax", "mse"), default="relu6",
-                       help="activation ranges: min/max with ReLU6 outputs [0, 6] (default), "
-                            "plain min/max, or MSE-optimal clipping")
-    quant.add_argument("--equalize", choices=("off", "on", "auto"), default="off",
-                       help="cross-layer equalization (auto: with --per-tensor)")
-    quant.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
+    quant.add_argument("--ranges", choices=choices(RangeMethod), default=DEFAULTS.ranges,
+                       help="activation ranges: relu6 is min/max with ReLU6 outputs [0, 6], "
+                            "minmax plain min/max, mse MSE-optimal clipping (default "
+                            f"{DEFAULTS.ranges})")
+    quant.add_argument("--equalize", choices=choices(Switch), default=DEFAULTS.equalize,
+                       help="cross-layer equalization (auto: with --per-tensor; default "
+                            f"{DEFAULTS.equalize})")
+    quant.add_argument("--bias-correction", choices=choices(Switch),
+                       default=DEFAULTS.bias_correction,
                        help="cancel the mean output shift of weight rounding (auto: on for "
-                            "classifiers, off for detectors, as measured)")
-    quant.add_argument("--method", choices=("ptq", "qat"), default="ptq",
+                            "classifiers, off for detectors, as measured; default "
+                            f"{DEFAULTS.bias_correction})")
+    quant.add_argument("--method", choices=choices(Method), default=Method.PTQ,
                        help="post-training quantization (default) or quantization-aware "
                             "fine-tuning (needs --train-dir)")
     quant.add_argument("--drift-images", type=int, default=50,
@@ -72,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     qat.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
     qat.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     qat.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
-    qat.add_argument("--device", choices=(*_TRAINING_DEVICES, *zoo.DEVICES),
+    qat.add_argument("--device", choices=(*choices(TrainingDevice), *zoo.DEVICES),
                      help="training device: auto (default: a GPU when TensorFlow sees one), "
                      "cpu or gpu; with --list / --recommend: " + DEVICE_HELP)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device in zoo.DEVICES:
         raise BadInputError(f"--device {args.device} picks the Coral device of --list / "
                             "--recommend; to train with --method qat give --device "
-                            f"{', '.join(_TRAINING_DEVICES)}")
+                            f"{', '.join(choices(TrainingDevice))}")
     if not args.model:
         raise BadInputError("--model is required (a zoo name or a path; see quantize --list)")
     check_out_dir(args.out)
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     float_model = load_float_model(args.model, args.checkpoint, preprocess_options(args))
     print(f"loaded {float_model.name} ({float_model.task}, input "
           f"{float_model.preprocess.height}x{float_model.preprocess.width})", file=sys.stderr)
-    if args.method == "qat":
+    if args.method == Method.QAT:
         return _train_qat(args, float_model)
     return _quantize(args, float_model)
 

@@ -12,13 +12,13 @@ sidecar and Markdown summary (:mod:`.sidecar`), atomically.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any
 
 from tqdm import tqdm
 
 from quant.calibration import CalibrationSet
+from quant.float_model import FloatModel
+from quant.options import QuantizeOptions
 from quant.ptq import (
     box_offsets,
     compat,
@@ -33,81 +33,9 @@ from quant.ptq.sidecar import QuantizedModel, save
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
 
-EQUALIZE_MODES = ("auto", "on", "off")
-BIAS_CORRECTION_MODES = ("auto", "on", "off")
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantizeOptions:
-    """Settings of one quantization run (recorded in the sidecar).
-
-    Attributes:
-        io_type: ``uint8`` (default, what Coral examples feed), ``int8`` or ``float``.
-        per_tensor: per-tensor weights instead of per-channel.
-        equalize: cross-layer equalization (ReLU6 kept, see :mod:`.equalize`): ``on``,
-            ``off`` (default: measured on MobileNetV2 it does not help once weights are
-            rounded by ``hessian`` with bias correction, per-tensor 73.4 -> 72.7 top-1),
-            or ``auto`` (with per-tensor weights).
-        ranges: activation range method: ``relu6`` (default: min / max, ReLU6 outputs
-            [0, 6]), ``minmax`` or ``mse`` (see :mod:`.ranges`).
-        range_images: calibration images used to choose ranges (``mse``).
-        rounding: weight rounding: ``hessian`` (default: learned from the calibration
-            images' layer inputs, see :mod:`.rounding`) or ``nearest`` (the converter's).
-        bias_correction: cancel the mean output shift of weight rounding: ``on``, ``off``
-            or ``auto`` (default: on for classifiers, off for detectors). Measured:
-            MobileNetV2 agreement 0.970 -> 0.984 with it; SSD MobileNet v1 0.75 COCO mAP
-            drop 0.0027 without it against 0.0064 with it (mean over five calibration
-            subsets, on the 79 annotated coco_mini images, the only annotated set here).
-        stats_images: calibration images the layer statistics of ``rounding`` and
-            ``bias_correction`` are measured on.
-        exact_anchors: detectors only: float anchors behind a DEQUANTIZE of the box
-            encodings (one more CPU op) instead of uint8 anchors. Without it, box offsets
-            (:mod:`.box_offsets`) make the uint8 anchors decode like the float ones.
-        require_edgetpu: refuse a result that would not map completely (default); when
-            False the problems are recorded in the result instead.
-    """
-
-    io_type: str = "uint8"
-    per_tensor: bool = False
-    equalize: str = "off"
-    ranges: str = "relu6"
-    range_images: int = 32
-    rounding: str = "hessian"
-    bias_correction: str = "auto"
-    stats_images: int = 64
-    exact_anchors: bool = False
-    require_edgetpu: bool = True
-
-    def __post_init__(self) -> None:
-        from edgeq.errors import BadInputError
-
-        if self.io_type not in convert.IO_TYPES:
-            raise BadInputError(f"--io must be one of {convert.IO_TYPES}, got {self.io_type!r}")
-        if self.equalize not in EQUALIZE_MODES:
-            raise BadInputError(f"equalize must be one of {EQUALIZE_MODES}")
-        if self.bias_correction not in BIAS_CORRECTION_MODES:
-            raise BadInputError(f"bias_correction must be one of {BIAS_CORRECTION_MODES}")
-        if self.ranges not in ranges.RANGE_METHODS:
-            raise BadInputError(f"ranges must be one of {ranges.RANGE_METHODS}")
-        if self.rounding not in weights.ROUNDING_METHODS:
-            raise BadInputError(f"rounding must be one of {weights.ROUNDING_METHODS}")
-        if self.stats_images < 1 or self.range_images < 1:
-            raise BadInputError("stats_images and range_images must be at least 1")
-
-    def corrects_bias(self, task: str) -> bool:
-        """Return True when bias correction runs for a model of ``task``."""
-        return self.bias_correction == "on" or (self.bias_correction == "auto"
-                                                and task != "detect")
-
-    @property
-    def equalizes(self) -> bool:
-        """Return True when cross-layer equalization runs."""
-        return self.equalize == "on" or (self.equalize == "auto" and self.per_tensor)
-
-
-def quantize_model(float_model: Any, calibration: CalibrationSet,
+def quantize_model(float_model: FloatModel, calibration: CalibrationSet,
                    options: QuantizeOptions | None = None) -> QuantizedModel:
-    """Quantize ``float_model`` (a :class:`quant.sources.FloatModel`) fully to int8.
+    """Quantize ``float_model`` (a :class:`quant.float_model.FloatModel`) fully to int8.
 
     Args:
         float_model: the float model and its preprocessing.
@@ -158,14 +86,14 @@ def quantize_model(float_model: Any, calibration: CalibrationSet,
     timings["weights_s"] = time.perf_counter() - mark
     calibrated = hard_swish.lower_hard_swish(calibrated)
     if float_model.task == "detect" and options.io_type != "float" and not options.exact_anchors:
-        from quant.postprocess import anchor_offsets
+        from quant.detection.postprocess import anchor_offsets
 
         calibrated = box_offsets.add_box_offsets(
             calibrated, anchor_offsets(float_model.postprocess))
     mark = time.perf_counter()
     model = convert.quantize(calibrated, options.io_type, options.per_tensor)
     if float_model.task == "detect":
-        from quant.postprocess import append_postprocess
+        from quant.detection.postprocess import append_postprocess
 
         model = append_postprocess(model, float_model.postprocess,
                                    exact_anchors=options.exact_anchors)

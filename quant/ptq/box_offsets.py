@@ -4,7 +4,7 @@ With uint8 box encodings ``TFLite_Detection_PostProcess`` reads uint8 anchors to
 rounding them to one per-tensor step (about 0.0065 of the image for the zoo's SSDs) moves
 small boxes by up to 3% of their size: measured on SSD MobileNet v1 0.75, 0.4 points of
 COCO mAP. The error of each anchor is known before quantization, so an ADD of per-anchor
-offsets (:func:`quant.postprocess.anchor_offsets`) after the box encodings cancels it. The
+offsets (:func:`quant.detection.postprocess.anchor_offsets`) after the box encodings cancels it. The
 ADD is added to the calibrated float model, so the quantizer gives it int8 ranges like any
 other op, and it runs on the Edge TPU.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.postprocess import add_tensor, opcode_index, tensor_name
+from quant.detection.postprocess import add_tensor, opcode_index, tensor_name
 from quant.ptq.ranges import read_model, write_model
 
 _ADD = 0  # BuiltinOperator.ADD

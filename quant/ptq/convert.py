@@ -11,8 +11,7 @@ import io
 import os
 
 from edgeq.errors import BadInputError
-
-IO_TYPES = ("uint8", "int8", "float")
+from quant.modes import IoType, parse
 
 
 @contextlib.contextmanager
@@ -54,7 +53,8 @@ def calibrate(keras_model, representative_inputs) -> bytes:
             from exc
 
 
-def quantize(calibrated: bytes, io_type: str = "uint8", per_tensor: bool = False) -> bytes:
+def quantize(calibrated: bytes, io_type: IoType | str = IoType.UINT8,
+             per_tensor: bool = False) -> bytes:
     """Quantize a calibrated model to int8 with ``uint8``, ``int8`` or ``float`` I/O.
 
     Called as the TFLite converter calls it (not ``fully_quantize``, which forces int8 I/O).
@@ -65,9 +65,8 @@ def quantize(calibrated: bytes, io_type: str = "uint8", per_tensor: bool = False
 
     from edgeq._tensorflow import tf
 
-    if io_type not in IO_TYPES:
-        raise BadInputError(f"unknown I/O type {io_type!r}; expected one of {IO_TYPES}")
-    dtype = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}[io_type]
+    io_type = parse(IoType, io_type, "--io")
+    dtype = {IoType.UINT8: tf.uint8, IoType.INT8: tf.int8, IoType.FLOAT: tf.float32}[io_type]
     with _quiet_native_logs(), contextlib.redirect_stdout(io.StringIO()):
         return bytes(convert.mlir_quantize(
             calibrated, disable_per_channel=per_tensor,

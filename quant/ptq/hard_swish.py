@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.postprocess import add_tensor, opcode_index, tensor_name
+from quant.detection.postprocess import add_tensor, opcode_index, tensor_name
 from quant.ptq.layers import builtin_code
 from quant.ptq.ranges import read_model, write_model
 

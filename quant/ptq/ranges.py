@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-RANGE_METHODS = ("minmax", "relu6", "mse")
+from quant.modes import RangeMethod, parse
+
 _RELU6 = 3  # ActivationFunctionType.RELU6
 _RELU6_OP = 21  # BuiltinOperator.RELU6
 _CLIP_FRACTIONS = np.linspace(0.3, 1.0, 36)
@@ -115,23 +116,22 @@ def sample_activations(model: bytes, inputs: list[np.ndarray], tensors: list[int
     return {t: np.concatenate(v) for t, v in samples.items()}
 
 
-def choose_ranges(model: bytes, inputs: list[np.ndarray], method: str,
+def choose_ranges(model: bytes, inputs: list[np.ndarray], method: RangeMethod | str,
                   skip: set[int] | None = None) -> dict[int, tuple[float, float]]:
     """Return new (min, max) per activation tensor by ``method`` (``minmax`` changes nothing).
 
     Args:
         model: the calibrated float model.
         inputs: float model inputs to sample activations on.
-        method: one of :data:`RANGE_METHODS`.
+        method: a :class:`quant.modes.RangeMethod`.
         skip: tensor indices to leave as calibrated (e.g. the model input).
     """
-    if method not in RANGE_METHODS:
-        raise ValueError(f"unknown range method {method!r}; expected one of {RANGE_METHODS}")
+    method = parse(RangeMethod, method, "ranges")
     ranges = calibrated_ranges(model)
-    if method == "minmax":
+    if method == RangeMethod.MINMAX:
         return {}
     chosen = [t for t in ranges if t not in (skip or set())]
-    if method == "relu6":
+    if method == RangeMethod.RELU6:
         return {t: (0.0, 6.0) for t in relu6_outputs(model) if t in chosen}
     samples = sample_activations(model, inputs, chosen)
     return {t: mse_range(samples[t], *ranges[t]) for t in chosen}

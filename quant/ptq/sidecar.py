@@ -9,9 +9,16 @@ import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeq.outputs import atomic_write_all
+
+if TYPE_CHECKING:
+    from quant.calibration import CalibrationSet
+    from quant.float_model import FloatModel
+    from quant.options import QuantizeOptions
+    from quant.ptq.equalize import EqualizeReport
+    from quant.ptq.weights import WeightReport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,9 +27,9 @@ class QuantizedModel:
 
     Attributes:
         tflite: the flatbuffer bytes.
-        float_model: the :class:`quant.sources.FloatModel` it came from.
+        float_model: the :class:`quant.float_model.FloatModel` it came from.
         calibration: the :class:`quant.calibration.CalibrationSet` used.
-        options: the :class:`quant.ptq.QuantizeOptions` used.
+        options: the :class:`quant.options.QuantizeOptions` used.
         equalization: the cross-layer equalization report, when it ran.
         ranges_changed: activation ranges replaced between calibration and quantization.
         weights: the :class:`quant.ptq.weights.WeightReport` of the weight stage.
@@ -32,12 +39,12 @@ class QuantizedModel:
     """
 
     tflite: bytes
-    float_model: Any
-    calibration: Any
-    options: Any
-    equalization: Any = None
+    float_model: FloatModel
+    calibration: CalibrationSet
+    options: QuantizeOptions
+    equalization: EqualizeReport | None = None
     ranges_changed: int = 0
-    weights: Any = None
+    weights: WeightReport | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] | None = None
     edgetpu_problems: tuple[str, ...] = ()

@@ -11,10 +11,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from quant.modes import Rounding, parse
 from quant.ptq import bias_correction, layers, rounding, statistics
 from quant.ptq.ranges import read_model, write_model
-
-ROUNDING_METHODS = ("hessian", "nearest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +37,7 @@ class WeightReport:
 
 
 def adjust_weights(calibrated: bytes, inputs: Iterable[np.ndarray], per_tensor: bool,
-                   rounding_method: str = "hessian",
+                   rounding_method: Rounding | str = Rounding.HESSIAN,
                    correct_bias: bool = True) -> tuple[bytes, WeightReport]:
     """Return ``calibrated`` with rounded weights and / or corrected biases.
 
@@ -52,12 +51,11 @@ def adjust_weights(calibrated: bytes, inputs: Iterable[np.ndarray], per_tensor: 
     Returns:
         The edited model and a report.
     """
-    if rounding_method not in ROUNDING_METHODS:
-        raise ValueError(f"unknown rounding {rounding_method!r}; expected {ROUNDING_METHODS}")
+    rounding_method = parse(Rounding, rounding_method, "rounding")
     inputs = list(inputs)
     model_object = read_model(calibrated)
     found = layers.weighted_layers(model_object)
-    hessian = rounding_method == "hessian"
+    hessian = rounding_method == Rounding.HESSIAN
     if not found or not (hessian or correct_bias):
         return calibrated, WeightReport(0, rounding_method, False, 0, 0)
     stats = statistics.collect(calibrated, inputs, found, model_object, second_moment=hessian)

@@ -32,76 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import BadInputError
+from quant.options import QatOptions
 from quant.qat.data import TrainingSet, load_training_set
 from quant.qat.train import EpochStats
 
 __all__ = ["QatOptions", "QatResult", "TrainingSet", "load_training_set", "save", "train_qat"]
-
-
-@dataclasses.dataclass(frozen=True)
-class QatOptions:
-    """Settings of one fine-tuning run (recorded in the sidecar).
-
-    Attributes:
-        epochs: passes over the training images (ignored when ``steps`` is given).
-        steps: total optimizer steps instead of epochs (the last epoch may be partial).
-        batch_size: images per step.
-        lr: peak learning rate (Adam, cosine decay to 0 over all steps).
-        temperature: softmax temperature of the distillation loss.
-        label_weight: weight of the cross-entropy term when the images have labels.
-        io_type: ``uint8`` (default), ``int8`` or ``float`` model input / output.
-        device: ``auto`` (GPU when TensorFlow sees one), ``cpu`` or ``gpu``.
-        flip: mirror images at random (the float outputs are computed for both).
-        seed: shuffling seed.
-        range_batches: batches used to set the activation ranges before training.
-        checkpoint_dir: where to keep checkpoints; default a folder under the cache named
-            after the model, the images and these settings, so rerunning resumes.
-        progress: show a progress bar and one line per epoch on stderr.
-        require_edgetpu: refuse a result whose ops would not all map to the Edge TPU
-            (otherwise they are recorded in ``edgetpu_problems``).
-    """
-
-    epochs: int = 3
-    steps: int | None = None
-    batch_size: int = 16
-    lr: float = 1e-5
-    temperature: float = 1.0
-    label_weight: float = 1.0
-    io_type: str = "uint8"
-    device: str = "auto"
-    flip: bool = True
-    seed: int = 0
-    range_batches: int = 8
-    checkpoint_dir: Path | None = None
-    progress: bool = True
-    require_edgetpu: bool = True
-
-    def __post_init__(self) -> None:
-        from quant.ptq.convert import IO_TYPES
-
-        if self.io_type not in IO_TYPES:
-            raise BadInputError(f"--io must be one of {IO_TYPES}, got {self.io_type!r}")
-        if self.steps is not None and self.steps <= 0:
-            raise BadInputError(f"--steps must be positive, got {self.steps}")
-        if self.steps is None and self.epochs <= 0:
-            raise BadInputError(f"--epochs must be positive, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise BadInputError(f"--batch-size must be positive, got {self.batch_size}")
-        if not self.lr > 0:
-            raise BadInputError(f"--lr must be positive, got {self.lr}")
-        if self.temperature <= 0 or self.label_weight < 0:
-            raise BadInputError("temperature must be positive and label_weight >= 0")
-
-    @property
-    def per_tensor(self) -> bool:
-        """Return False: tfmot's default scheme quantizes conv weights per channel."""
-        return False
-
-    def fingerprint(self) -> dict[str, Any]:
-        """Return the settings that make a checkpoint reusable (not length, device, paths)."""
-        skip = {"epochs", "steps", "device", "checkpoint_dir", "progress", "io_type",
-                "require_edgetpu"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +45,7 @@ class QatResult:
 
     Attributes:
         tflite: the full-integer flatbuffer (batch 1, every op checked to map to the Edge TPU).
-        float_model: the :class:`quant.sources.FloatModel` it came from.
+        float_model: the :class:`quant.float_model.FloatModel` it came from.
         calibration: the :class:`~quant.qat.data.TrainingSet` it was trained on (same fields
             PTQ's sidecar reads from a calibration set).
         options: the :class:`QatOptions` used.
@@ -170,7 +105,7 @@ def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None
     finished run is not trained again, only exported. Call :func:`save` to write the model.
 
     Args:
-        float_model: a :class:`quant.sources.FloatModel` classifier: ``model`` a functional
+        float_model: a :class:`quant.float_model.FloatModel` classifier: ``model`` a functional
             tf-keras model with a batch-1 input and logits out, ``preprocess``, ``name``,
             ``task == "classify"``.
         train_images: a :class:`~quant.qat.data.TrainingSet` of uint8 pixels at the model's

@@ -6,11 +6,13 @@ import contextlib
 import io
 
 from edgeq.errors import BadInputError
+from quant.modes import IoType, parse
 from quant.ptq import compat
-from quant.ptq.convert import IO_TYPES, _quiet_native_logs
+from quant.ptq.convert import _quiet_native_logs
 
 
-def to_tflite(qat_model, input_shape: tuple[int, ...], io_type: str = "uint8") -> bytes:
+def to_tflite(qat_model, input_shape: tuple[int, ...],
+              io_type: IoType | str = IoType.UINT8) -> bytes:
     """Convert ``qat_model`` to int8 with a static batch of 1 and ``io_type`` input / output.
 
     The fake-quant ranges learnt in training become the int8 scales; BatchNorm is folded
@@ -21,8 +23,7 @@ def to_tflite(qat_model, input_shape: tuple[int, ...], io_type: str = "uint8") -
     """
     from edgeq._tensorflow import tf
 
-    if io_type not in IO_TYPES:
-        raise BadInputError(f"unknown I/O type {io_type!r}; expected one of {IO_TYPES}")
+    io_type = parse(IoType, io_type, "--io")
     function = tf.function(lambda x: qat_model(x, training=False)).get_concrete_function(
         tf.TensorSpec((1, *input_shape), tf.float32, name="input"))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], qat_model)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edgeq.errors import BadInputError, MissingToolError
+from edgeq.errors import MissingToolError
+from quant.modes import TrainingDevice, parse
 from quant.qat.layers import trainable_variables
 
 STATE_FILE = "state.json"
@@ -38,7 +39,7 @@ class EpochStats:
     seconds: float
 
 
-def device_name(device: str) -> str:
+def device_name(device: TrainingDevice) -> str:
     """Return the TensorFlow device for ``auto`` / ``cpu`` / ``gpu``.
 
     Raises:
@@ -47,13 +48,12 @@ def device_name(device: str) -> str:
     """
     from edgeq._tensorflow import tf
 
-    if device not in ("auto", "cpu", "gpu"):
-        raise BadInputError(f"--device must be auto, cpu or gpu, got {device!r}")
+    device = parse(TrainingDevice, device, "--device")
     gpus = tf.config.list_physical_devices("GPU")
-    if device == "gpu" and not gpus:
+    if device == TrainingDevice.GPU and not gpus:
         raise MissingToolError("--device gpu: TensorFlow sees no GPU here; use --device cpu "
                                "or auto (a GPU needs the tensorflow[and-cuda] wheel)")
-    return "/GPU:0" if gpus and device != "cpu" else "/CPU:0"
+    return "/GPU:0" if gpus and device != TrainingDevice.CPU else "/CPU:0"
 
 
 def teacher_outputs(float_model, inputs: Callable[[np.ndarray], np.ndarray],

@@ -130,7 +130,7 @@ def converted_tflite(model: Any, head: Any = None) -> Path:
 
     Args:
         model: a tf-keras model.
-        head: a ``quant.postprocess.DetectionHead`` for an SSD whose outputs are box
+        head: a ``quant.detection.postprocess.DetectionHead`` for an SSD whose outputs are box
             encodings and class scores: ``TFLite_Detection_PostProcess`` is appended.
     """
     from edgeq._tensorflow import tf
@@ -144,7 +144,7 @@ def converted_tflite(model: Any, head: Any = None) -> Path:
     if not target.is_file():
         data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
         if head is not None:
-            from quant.postprocess import append_postprocess
+            from quant.detection.postprocess import append_postprocess
 
             data = append_postprocess(data, head)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def converted_tflite(model: Any, head: Any = None) -> Path:
 
 def _aligned_head(head: Any, int8_path: Path | None) -> Any:
     """Return ``head`` with the int8 model's ``max_detections`` (when it has the op)."""
-    from quant.postprocess import DetectionHead, read_postprocess
+    from quant.detection.postprocess import DetectionHead, read_postprocess
 
     if head is None:
         raise BadInputError("the float detector carries no post-processing settings")

@@ -1,8 +1,9 @@
 """TF1 Object Detection API archives (``pipeline.config`` + ``model.ckpt``) to float SSDs.
 
-The archive's ``pipeline.config`` decides the architecture (:func:`quant.models.ssd.build_ssd`)
-and the post-processing (:class:`quant.postprocess.DetectionHead`); ``model.ckpt`` variables
-are mapped by name. The model's outputs are box encodings and sigmoid class scores;
+The archive's ``pipeline.config`` decides the architecture
+(:func:`quant.detection.ssd.build_ssd`) and the post-processing
+(:class:`quant.detection.postprocess.DetectionHead`); ``model.ckpt`` variables are mapped by
+name. The model's outputs are box encodings and sigmoid class scores;
 ``FloatModel.postprocess`` carries the op settings and the anchors.
 """
 
@@ -11,14 +12,18 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeq.errors import BadInputError
-from edgeq.images import inception_preprocess
-from quant.anchors import ssd_anchors
+from edgeq.images import Preprocess, inception_preprocess
+from quant.detection.anchors import ssd_anchors
+from quant.detection.pipeline_config import SsdConfig, read_ssd_config
+from quant.detection.postprocess import DetectionHead
 from quant.fetch import locate_checkpoint
-from quant.pipeline_config import SsdConfig, read_ssd_config
-from quant.postprocess import DetectionHead
+from quant.float_model import FloatModel
+
+if TYPE_CHECKING:
+    from quant.zoo import ModelSpec
 
 # Checkpoint scopes an SSD's weights live in; anything else under them must be consumed.
 SSD_SCOPES = ("FeatureExtractor", "BoxPredictor", "WeightSharedConvolutionalBoxPredictor")
@@ -51,7 +56,7 @@ def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "mod
             architecture, or variables that do not match the model.
     """
     from quant.checkpoints import load_weights, open_checkpoint
-    from quant.models.ssd import build_ssd, unused_checkpoint_scopes
+    from quant.detection.ssd import build_ssd, unused_checkpoint_scopes
 
     files = locate_checkpoint(source, expected_prefix=checkpoint_prefix)
     if files.pipeline_config is None:
@@ -82,24 +87,22 @@ def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "mod
                                files.prefix, report.loaded)
 
 
-def load_detection_model(spec: Any, checkpoint: str, source: str):
-    """Return a :class:`quant.sources.FloatModel` for a zoo detection model.
+def load_detection_model(spec: ModelSpec, checkpoint: str, source: str) -> FloatModel:
+    """Return the float model of a zoo detection model.
 
     Args:
         spec: the zoo entry (``task == "detect"``).
         checkpoint: its archive (URL, ``.tar.gz``, folder or prefix).
         source: the model source as the user gave it.
     """
-    from quant.sources import FloatModel
-
-    loaded = load_ssd_checkpoint(checkpoint, getattr(spec, "checkpoint_prefix", "model.ckpt"))
+    loaded = load_ssd_checkpoint(checkpoint, spec.checkpoint_prefix)
     height, width = loaded.config.image_size
     if (height, width) != (spec.input_size, spec.input_size):
         raise BadInputError(
             f"{checkpoint}: pipeline.config says {height}x{width} but {spec.name} is "
             f"{spec.input_size}x{spec.input_size}; is it the right archive?"
         )
-    preprocess = getattr(spec, "preprocess", None) or inception_preprocess(height)
+    preprocess = spec.preprocess or inception_preprocess(height)
     return FloatModel(
         model=loaded.model, preprocess=preprocess, name=spec.name, task="detect",
         source=source,
@@ -108,14 +111,14 @@ def load_detection_model(spec: Any, checkpoint: str, source: str):
     )
 
 
-def random_ssd(config: SsdConfig, name: str, preprocess: Any = None, spec: Any = None):
-    """Return an SSD of ``config`` with random weights as a :class:`quant.sources.FloatModel`.
+def random_ssd(config: SsdConfig, name: str, preprocess: Preprocess | None = None,
+               spec: ModelSpec | None = None) -> FloatModel:
+    """Return an SSD of ``config`` with random weights.
 
     The graph, anchors and post-processing are those of a loaded archive; only the weights
     are missing (enough for latency and Edge TPU mapping, which depend on the graph alone).
     """
-    from quant.models.ssd import build_ssd
-    from quant.sources import FloatModel
+    from quant.detection.ssd import build_ssd
 
     model = build_ssd(config, name=name)
     anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)

@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeq.errors import BadInputError
 from edgeq.textproto import Message, parse_text_proto
-from quant.anchors import AnchorConfig, MultiscaleAnchorConfig
+from quant.detection.anchors import AnchorConfig, MultiscaleAnchorConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import BadInputError
-from quant.pipeline_config import SsdConfig
+from quant.detection.pipeline_config import SsdConfig
 
 OP_NAME = "TFLite_Detection_PostProcess"
 OUTPUT_NAMES = (OP_NAME, f"{OP_NAME}:1", f"{OP_NAME}:2", f"{OP_NAME}:3")

@@ -68,7 +68,7 @@ def convert_tflite_graph(source: str | Path, input_size: tuple[int, int] | None 
     if input_size is None:
         config = graph.parent / "pipeline.config"
         if config.is_file():
-            from quant.pipeline_config import read_ssd_config
+            from quant.detection.pipeline_config import read_ssd_config
 
             input_size = read_ssd_config(config).image_size
         else:

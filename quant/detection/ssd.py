@@ -31,13 +31,13 @@ from collections.abc import Callable
 
 from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
-from quant.anchors import anchors_per_location
+from quant.detection.anchors import anchors_per_location
+from quant.detection.pipeline_config import SsdConfig
 from quant.models._layers import BATCH_NORM_EPSILON, conv_bn, depthwise_bn
 from quant.models.mobilenet_edgetpu import V3_EDGETPU
 from quant.models.mobilenet_v1 import mobilenet_v1_features
 from quant.models.mobilenet_v2 import mobilenet_v2_features
 from quant.models.mobilenet_v3 import V3_LARGE_DETECTION, V3_SMALL_DETECTION, mobilenet_v3_trunk
-from quant.pipeline_config import SsdConfig
 
 layers = keras.layers
 
