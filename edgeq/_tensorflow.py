@@ -3,14 +3,24 @@
 ``TF_USE_LEGACY_KERAS=1`` must be set before TensorFlow is first imported so that
 ``tf.keras`` is tf-keras (Keras 2): tensorflow-model-optimization and the int8 TFLite
 QAT path only work with it. Every module that needs TensorFlow imports it from here.
+
+Its start-up lines (absl, CUDA probing on a machine without a GPU) are hidden unless
+``--verbose`` (:mod:`edgeq.logs`): the import and the GPU probe, which prints them once, run
+with native stderr pointed at ``/dev/null``.
 """
 
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from edgeq.logs import native_stderr_hidden, verbose
 
-import tensorflow as tf  # noqa: E402
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+if not verbose():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+with native_stderr_hidden():
+    import tensorflow as tf
+
+    tf.config.list_physical_devices("GPU")
 import tf_keras as keras  # noqa: E402
 
 __all__ = ["tf", "keras"]

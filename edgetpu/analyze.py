@@ -55,6 +55,7 @@ from edgetpu.tflite_model import (
     DETECTION_POSTPROCESS,
     EDGETPU_CUSTOM_OP,
     Model,
+    ModelSource,
     Operator,
     Tensor,
     read_model,
@@ -278,14 +279,15 @@ class Analysis:
         return json.dumps(self.to_json(), indent=2)
 
 
-def analyze_model(path: str | Path, enable_multiple_subgraphs: bool = False, *,
+def analyze_model(path: ModelSource, enable_multiple_subgraphs: bool = False, *,
                   compiler_version: str | None = None, min_runtime_version: int | None = None,
                   intermediate_tensors: Iterable[str] = (),
                   any_op_version: bool = False) -> Analysis:
     """Predict, op by op, what ``edgetpu_compiler`` does with a ``.tflite`` model.
 
     Args:
-        path: a ``.tflite`` file; a compiled ``*_edgetpu.tflite`` is described instead.
+        path: a ``.tflite`` file (or a model's bytes); a compiled ``*_edgetpu.tflite`` is
+            described instead.
         enable_multiple_subgraphs: predict for ``edgetpu_compiler -a`` (no single-partition
             rule).
         compiler_version: the compiler release ("16.0", "15", "2.1" ...); default the current.

@@ -31,7 +31,9 @@ from typing import Any, NamedTuple
 
 from edgeq.errors import BadInputError, MissingToolError
 from edgeq.images import cpu_count
+from edgeq.logs import native_stderr_hidden
 from edgetpu import tflite_model
+from edgetpu.tflite_model import ModelSource
 
 EDGETPU_CUSTOM_OP = tflite_model.EDGETPU_CUSTOM_OP
 
@@ -168,7 +170,7 @@ def _import_backend(name: str) -> Backend:
     return Backend(name, module.Interpreter, module.load_delegate)
 
 
-def custom_ops(model_path: str | Path) -> list[str]:
+def custom_ops(model_path: ModelSource) -> list[str]:
     """Return the custom op names used by a ``.tflite`` model (e.g. ``edgetpu-custom-op``).
 
     Raises:
@@ -177,7 +179,7 @@ def custom_ops(model_path: str | Path) -> list[str]:
     return tflite_model.custom_ops(model_path)
 
 
-def is_edgetpu_model(model_path: str | Path) -> bool:
+def is_edgetpu_model(model_path: ModelSource) -> bool:
     """Return True when the model was compiled by ``edgetpu_compiler``."""
     return EDGETPU_CUSTOM_OP in custom_ops(model_path)
 
@@ -208,17 +210,18 @@ def load_edgetpu_delegate(device: str | None = None, backend: Backend | None = N
 
 
 def make_interpreter(
-    model_path: str | Path,
+    model_path: ModelSource,
     *,
     num_threads: int | None = None,
     device: str | None = None,
     backend: str | None = None,
     preserve_all_tensors: bool = False,
 ) -> Any:
-    """Create an interpreter for a ``.tflite`` model (not yet allocated).
+    """Create an interpreter for a ``.tflite`` model (allocated once; resizing and allocating
+    again is allowed).
 
     Args:
-        model_path: the model file.
+        model_path: the model file, or the bytes of a model this process made.
         num_threads: CPU threads (None: all cores of this process).
         device: Edge TPU device string; the delegate is loaded when it is given or when the
             model is compiled for the Edge TPU.
@@ -229,27 +232,32 @@ def make_interpreter(
     Returns:
         An ``Interpreter`` of the chosen package.
 
-    The file is read by our flatbuffer reader first, then (not for compiled models) loaded,
-    allocated and run once in a child process (:func:`check_loads`), so a corrupt model is
-    reported as bad input instead of crashing this process.
+    The model is read by our flatbuffer reader first; a file (not a compiled one) is then
+    loaded, allocated and run once in a child process (:func:`check_loads`), so a corrupt
+    model is reported as bad input instead of crashing this process. Bytes skip that probe:
+    they are a model this process made (the quantizer's intermediate models), not a file
+    from elsewhere.
 
     Raises:
         BadInputError: the file is missing or invalid (the interpreter crashes or fails on it),
             or the device string is malformed.
         MissingToolError: an Edge TPU model without a loadable Edge TPU runtime or device.
     """
-    path = Path(model_path)
+    path = tflite_model.source_path(model_path)
     if device is not None:
         validate_device(device)
-    compiled = is_edgetpu_model(path)  # our reader checks the file before anything native
+    compiled = is_edgetpu_model(model_path)  # our reader checks the model before native code
     use_delegate = compiled or device is not None
     chosen = get_backend(backend, for_delegate=use_delegate)
-    if not compiled:
+    if not compiled and not isinstance(model_path, bytes):
         check_loads(path, chosen, num_threads, preserve_all_tensors)
     delegates = [load_edgetpu_delegate(device, chosen)] if use_delegate else None
-    kwargs = interpreter_kwargs(chosen, path, num_threads, preserve_all_tensors)
+    kwargs = interpreter_kwargs(chosen, model_path, num_threads, preserve_all_tensors)
     try:
-        return chosen.interpreter_class(**kwargs, experimental_delegates=delegates)
+        with native_stderr_hidden():  # LiteRT logs its XNNPACK delegate once, on allocation
+            interpreter = chosen.interpreter_class(**kwargs, experimental_delegates=delegates)
+            interpreter.allocate_tensors()
+        return interpreter
     except (ValueError, RuntimeError) as exc:
         if "edgetpu-custom-op" in str(exc):
             raise MissingToolError(
@@ -258,12 +266,12 @@ def make_interpreter(
         raise BadInputError(f"{path}: the interpreter could not load it ({exc})") from exc
 
 
-def interpreter_kwargs(backend: Backend, path: Path, num_threads: int | None,
+def interpreter_kwargs(backend: Backend, model: ModelSource, num_threads: int | None,
                        preserve_all_tensors: bool) -> dict[str, Any]:
-    """Return the ``Interpreter`` keyword arguments (without delegates) used for ``path``."""
+    """Return the ``Interpreter`` keyword arguments (without delegates) used for ``model``."""
     kwargs: dict[str, Any] = {
         # the bytes, not the path: the interpreter cannot open a file name that is not UTF-8
-        "model_content": tflite_model.read_model_bytes(path),
+        "model_content": tflite_model.read_model_bytes(model),
         "num_threads": num_threads or cpu_count(),
     }
     if preserve_all_tensors:

@@ -36,6 +36,11 @@ _SMALL_CONSTANT_BYTES = 64  # int32 / int64 constants read into Tensor.values
 _INT_FORMATS = {"INT32": "i", "INT64": "q"}
 _SEGMENT = re.compile(r"_segment_(\d+)_of_(\d+)_edgetpu\.tflite$")
 
+#: A model as a file, or as flatbuffer bytes that this process made (named :data:`IN_MEMORY`
+#: in messages).
+ModelSource = str | Path | bytes
+IN_MEMORY = Path("<in-memory model>")
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -142,14 +147,21 @@ class Model:
         return [self.tensors[i] for i in op.inputs if i >= 0 and not self.tensors[i].is_constant]
 
 
-def read_model_bytes(path: str | Path) -> bytes:
-    """Return the bytes of a ``.tflite`` file after checking they can be a TFLite model.
+def source_path(source: ModelSource) -> Path:
+    """Return the path that names ``source`` in messages (:data:`IN_MEMORY` for bytes)."""
+    return IN_MEMORY if isinstance(source, bytes) else Path(source)
+
+
+def read_model_bytes(source: ModelSource) -> bytes:
+    """Return the bytes of a ``.tflite`` model after checking they can be a TFLite model.
 
     Raises:
         BadInputError: the file is missing, unreadable, empty, too short, not a flatbuffer,
             a flatbuffer of another format (no ``TFL3`` identifier), or truncated.
     """
-    path = Path(path)
+    if isinstance(source, bytes):
+        return _checked(source, IN_MEMORY)
+    path = Path(source)
     if not path.is_file():
         raise BadInputError(f"{path}: no such model file; pass the path of a .tflite model")
     try:
@@ -157,6 +169,11 @@ def read_model_bytes(path: str | Path) -> bytes:
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read the model ({exc.strerror}); check the file's "
                             "permissions") from exc
+    return _checked(data, path)
+
+
+def _checked(data: bytes, path: Path) -> bytes:
+    """Return ``data`` when it can be a TFLite model; ``path`` names it in the error."""
     if not data:
         raise BadInputError(f"{path}: the file is empty; export the model again")
     if len(data) < _MIN_SIZE or data[4:8] != _IDENTIFIER:
@@ -177,14 +194,14 @@ def read_model_bytes(path: str | Path) -> bytes:
     return data
 
 
-def read_model(path: str | Path) -> Model:
-    """Read a ``.tflite`` file's main subgraph into a :class:`Model`.
+def read_model(source: ModelSource) -> Model:
+    """Read a ``.tflite`` model's main subgraph into a :class:`Model`.
 
     Raises:
         BadInputError: the file is missing, not a TFLite model, truncated or corrupt.
     """
-    path = Path(path)
-    data = read_model_bytes(path)
+    path = source_path(source)
+    data = read_model_bytes(source)
     try:
         return _parse(path, data)
     except BadInputError:
@@ -196,7 +213,7 @@ def read_model(path: str | Path) -> Model:
         ) from exc
 
 
-def custom_ops(path: str | Path) -> list[str]:
+def custom_ops(path: ModelSource) -> list[str]:
     """Return the custom op names used by a ``.tflite`` model (e.g. ``edgetpu-custom-op``).
 
     Raises:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def default_calibration_folder(task: str) -> tuple[Path, str]:
         MissingToolError: offline; the message names ``--calib-dir``.
     """
     url, inner, what = DEFAULT_SETS[task]
-    print(f"no --calib-dir: using {what} from {url}", flush=True)
+    print(f"no --calib-dir: using {what} from {url}", file=sys.stderr, flush=True)
     try:
         archive = download(url, option_hint="--calib-dir")
     except MissingToolError as exc:
@@ -161,5 +162,5 @@ def calibration_set(float_model, source: str | None, size: int = 300, seed: int 
     result = dataclasses.replace(result, unused=tuple(p for p in pool if p not in drawn))
     if result.skipped:
         print(f"calibration: skipped {len(result.skipped)} unreadable files, e.g. "
-              f"{result.skipped[0]}", flush=True)
+              f"{result.skipped[0]}", file=sys.stderr, flush=True)
     return result

@@ -124,3 +124,15 @@ def test_console_script_lists_the_zoo():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "mobilenet_v2_1.0_224" in result.stdout
+
+
+def test_tensorflow_starts_without_log_lines(tmp_path):
+    """On a machine without a GPU, importing TensorFlow and running an op writes nothing to
+    stderr (no absl / CUDA start-up lines) unless EDGEQ_VERBOSE asks for them."""
+    code = "from edgeq._tensorflow import keras, tf; print(float(tf.constant(2.0) * 3))"
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEQ_VERBOSE",
+                                                            "TF_CPP_MIN_LOG_LEVEL")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "6.0", run.stderr
+    assert run.stderr == ""

@@ -146,3 +146,29 @@ def test_detection_outputs_found_by_name(shared_data: Path) -> None:
     assert [o.score for o in objects] == sorted((o.score for o in objects), reverse=True)
     assert not adapters.is_detection_model(
         _interpreter(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite"))
+
+
+def test_model_bytes_skip_the_load_probe(shared_data: Path, monkeypatch) -> None:
+    """Bytes (a model this process made) load without the child-process probe; a file given
+    by a user still goes through it."""
+    path = shared_data / "models" / "ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
+    probed = []
+    monkeypatch.setattr(runtime, "check_loads", lambda path, *args, **kw: probed.append(path))
+    from_bytes = runtime.make_interpreter(path.read_bytes(), num_threads=1)
+    assert probed == []
+    from_file = runtime.make_interpreter(path, num_threads=1)
+    assert probed == [path]
+    assert [d["shape"].tolist() for d in from_bytes.get_input_details()] == \
+        [d["shape"].tolist() for d in from_file.get_input_details()]
+    with pytest.raises(BadInputError, match="<in-memory model>: not a TFLite model"):
+        runtime.make_interpreter(b"x" * 64)
+
+
+def test_analyzer_reads_bytes_like_the_file(shared_data: Path) -> None:
+    from edgetpu.analyze import analyze_model
+
+    path = shared_data / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+    from_file, from_bytes = analyze_model(path), analyze_model(path.read_bytes())
+    assert [(op.opcode, op.mapped, op.reason) for op in from_bytes.ops] == \
+        [(op.opcode, op.mapped, op.reason) for op in from_file.ops]
+    assert any(not op.mapped for op in from_file.ops)

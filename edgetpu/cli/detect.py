@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from edgeq.errors import BadInputError, cli_entry
+from edgeq.logs import add_verbose_argument
 from edgeq.outputs import atomic_write, check_out_dir
 
 PROG = "edgetpu-detect"
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=int, help="stop after N frames")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
     parser.add_argument("--out", type=Path, help="folder for annotated images / video")
+    add_verbose_argument(parser)
     return parser
 
 

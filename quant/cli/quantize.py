@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from edgeq.errors import BadInputError, cli_entry
+from edgeq.logs import add_verbose_argument
 from edgeq.outputs import check_out_dir
 from edgeq.paths import DEFAULT_OUT
 from quant import zoo
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training device: auto (default: a GPU when TensorFlow sees one), "
                      "cpu or gpu; with --list / --recommend: " + DEVICE_HELP)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
+    add_verbose_argument(parser)
     listing = parser.add_argument_group("choosing a model")
     add_listing_arguments(listing, device=False)  # --device is shared with QAT, above
     return parser

@@ -7,9 +7,6 @@ the DEQUANTIZE of exact anchors).
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from edgeq.errors import BadInputError
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -43,10 +40,7 @@ def edgetpu_problems(model: bytes, allowed_on_cpu: set[str] | None = None) -> li
     allowed = {POSTPROCESS_OP} | (allowed_on_cpu or set())
     from edgetpu.analyze import analyze_model
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.tflite"
-        path.write_bytes(model)
-        analysis = analyze_model(path)
+    analysis = analyze_model(model)
     problems = []
     for op in analysis.ops:
         if op.mapped or op.opcode in allowed:

@@ -8,23 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 
 from edgeq.errors import BadInputError
+from edgeq.logs import native_stderr_hidden
 from quant.modes import IoType, parse
-
-
-@contextlib.contextmanager
-def _quiet_native_logs():
-    """Silence the converter's C++ chatter on stderr (file descriptor 2) for one block."""
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def calibrate(keras_model, representative_inputs) -> bytes:
@@ -45,7 +32,7 @@ def calibrate(keras_model, representative_inputs) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter._experimental_calibrate_only = True
     try:
-        with _quiet_native_logs(), contextlib.redirect_stdout(io.StringIO()):
+        with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises many types; report one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -67,7 +54,7 @@ def quantize(calibrated: bytes, io_type: IoType | str = IoType.UINT8,
 
     io_type = parse(IoType, io_type, "--io")
     dtype = {IoType.UINT8: tf.uint8, IoType.INT8: tf.int8, IoType.FLOAT: tf.float32}[io_type]
-    with _quiet_native_logs(), contextlib.redirect_stdout(io.StringIO()):
+    with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
         return bytes(convert.mlir_quantize(
             calibrated, disable_per_channel=per_tensor,
             input_data_type=dtype, output_data_type=dtype,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +18,7 @@ def quick_drift(result: Any, pixels: np.ndarray) -> dict[str, Any]:
 
     preprocess = result.float_model.preprocess
     reference = KerasRunner(result.float_model.model, preprocess).classify(pixels)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.tflite"
-        path.write_bytes(result.tflite)
-        quantized = TfliteRunner(path, preprocess).classify(pixels)
+    quantized = TfliteRunner(result.tflite, preprocess).classify(pixels)
     return {
         "images": int(len(pixels)),
         "agreement": float(np.mean(reference.argmax(1) == quantized.argmax(1))),

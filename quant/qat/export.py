@@ -6,9 +6,9 @@ import contextlib
 import io
 
 from edgeq.errors import BadInputError
+from edgeq.logs import native_stderr_hidden
 from quant.modes import IoType, parse
 from quant.ptq import compat
-from quant.ptq.convert import _quiet_native_logs
 
 
 def to_tflite(qat_model, input_shape: tuple[int, ...],
@@ -33,7 +33,7 @@ def to_tflite(qat_model, input_shape: tuple[int, ...],
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     try:
-        with _quiet_native_logs(), contextlib.redirect_stdout(io.StringIO()):
+        with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises many types; report one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

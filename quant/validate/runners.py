@@ -8,7 +8,6 @@ inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,13 +16,18 @@ from edgeq.errors import BadInputError
 from edgeq.images import Preprocess
 from edgetpu import adapters
 from edgetpu.runtime import make_interpreter
+from edgetpu.tflite_model import ModelSource
 
 
 @dataclass
 class TfliteRunner:
-    """A ``.tflite`` model: CPU (LiteRT, XNNPACK, all threads by default) or an Edge TPU."""
+    """A ``.tflite`` model: CPU (LiteRT, XNNPACK, all threads by default) or an Edge TPU.
 
-    path: Path
+    ``model`` is a file, or the bytes of a model this process made (no load probe, see
+    :func:`edgetpu.runtime.make_interpreter`).
+    """
+
+    model: ModelSource
     preprocess: Preprocess
     num_threads: int | None = None
     device: str | None = None
@@ -31,7 +35,7 @@ class TfliteRunner:
     kind: str = field(init=False, default="tflite")
 
     def __post_init__(self) -> None:
-        self.interpreter = make_interpreter(self.path, num_threads=self.num_threads,
+        self.interpreter = make_interpreter(self.model, num_threads=self.num_threads,
                                             device=self.device)
         self.interpreter.allocate_tensors()
         width, height = adapters.input_size(self.interpreter)
