@@ -23,6 +23,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads the shared data (through the ``shared_data`` fixture, also
+    indirectly) with ``shared_data``, so ``-m "not shared_data"`` selects the others."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data folder; tests using it are skipped with a reason when it is absent."""

@@ -103,7 +103,7 @@ def test_edgetpu_check_prints_the_estimate(shared_data: Path,
     source = shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
     assert check_main([str(source), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["cost"]["macs"] == cost.estimate(source).macs
+    assert data["cost"]["macs"] == pytest.approx(300e6, rel=0.01)  # the published 300 M
     assert set(data["cost"]["latency_ms"]) == set(cost.DEVICES)
     assert check_main([str(source)]) == 0
     assert "Estimate (cost model, not a measurement)" in capsys.readouterr().out
