@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -73,6 +74,15 @@ def atomic_write(path: Path, payload: bytes) -> None:
         BadInputError: the file cannot be written (the temporary file is removed).
     """
     atomic_write_all([(path, payload)])
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON (one trailing newline) to ``path``, atomically.
+
+    Raises:
+        BadInputError: the file cannot be written.
+    """
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:

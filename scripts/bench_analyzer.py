@@ -16,12 +16,12 @@ analyzer reads or predicts. Prints a table and writes JSON::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edgeq.outputs import write_json
 from edgeq.paths import shared_data_dir
 from edgetpu.analyze import analyze_model, compiler_table
 from edgetpu.compiler import parse_log
@@ -138,8 +138,7 @@ def main() -> int:
     print(f"\nCPU ops exact: {result['pairs_exact']} of {result['pairs_total']} pairs; "
           f"log tables exact: {result['log_status_exact']} of {result['log_pairs']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     exact = (result["pairs_exact"] == result["pairs_total"]
              and result["log_status_exact"] == result["log_pairs"])
     return 0 if exact else 1

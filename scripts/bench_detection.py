@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from edgeq.images import decode_images, image_sizes, inception_preprocess, list_images
+from edgeq.outputs import write_json
 from edgeq.paths import shared_data_dir
 from edgetpu.analyze import analyze_model
 from quant.calibration import CalibrationSet
@@ -166,8 +166,7 @@ def main() -> None:
     }
     _print_table(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 def _head(head: DetectionHead) -> DetectionHead:

@@ -46,6 +46,7 @@ from latency_models import (  # noqa: E402
     published_latencies,
 )
 
+from edgeq.outputs import write_json
 from edgeq.paths import cache_dir  # noqa: E402
 from edgetpu.analyze import analyze_model  # noqa: E402
 from edgetpu.cost import CALIBRATION, FEATURES, GraphFeatures, graph_features  # noqa: E402
@@ -216,8 +217,7 @@ def main() -> int:
                   "absolute relative error; leave-one-out holds out every figure of a model"}
     _print(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     if args.fit:
         print("CALIBRATION = " + json.dumps(calibration, indent=4))
     return 0

@@ -10,13 +10,13 @@ images. Prints a table and writes JSON::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edgeq.images import decode_images, label_offset, list_images
+from edgeq.outputs import write_json
 from edgeq.paths import shared_data_dir
 from quant.sources import load_float_model, max_abs_diff_with_tflite
 from quant.validate.runners import KerasRunner
@@ -52,8 +52,7 @@ def main() -> None:
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

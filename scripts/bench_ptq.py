@@ -9,15 +9,14 @@ Standard split of ``imagenet_val1300``: rows of ``labels.csv`` sorted by file na
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edgeq.images import decode_images, label_offset, list_images
+from edgeq.outputs import write_json
 from edgeq.paths import shared_data_dir
 from quant.calibration import CalibrationSet
 from quant.ptq import QuantizeOptions, quantize_model
@@ -41,10 +40,7 @@ def stock_convert(model, calibration: CalibrationSet, preprocess, per_tensor: bo
 
 def score(tflite: bytes, preprocess, pixels, labels, reference) -> dict:
     """Return top-1 and top-1 agreement with the float model of a .tflite."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.tflite"
-        path.write_bytes(tflite)
-        outputs = TfliteRunner(path, preprocess).classify(pixels)
+    outputs = TfliteRunner(tflite, preprocess).classify(pixels)
     return {"top1": round(float(np.mean(outputs.argmax(1) == labels)), 4),
             "agreement": round(float(np.mean(outputs.argmax(1) == reference.argmax(1))), 4)}
 
@@ -104,8 +100,7 @@ def main() -> None:
         print(f"{key:<18}{row['top1']:>8.4f}{row.get('agreement', 1.0):>11.4f}")
     print(f"ours: {ours_seconds:.1f} s, peak RSS {peak_rss_mb:.0f} MB")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

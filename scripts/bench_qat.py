@@ -14,32 +14,23 @@ Prints a table and writes JSON (keys ``float.top1``, ``ptq.top1``, ``qat.top1``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_ptq import score
 
 from edgeq.images import decode_images, label_offset, list_images
+from edgeq.outputs import write_json
 from edgeq.paths import shared_data_dir
 from quant.calibration import CalibrationSet
 from quant.ptq import quantize_model
 from quant.qat import QatOptions, train_qat
 from quant.qat.data import training_set
 from quant.sources import load_float_model
-from quant.validate.runners import KerasRunner, TfliteRunner
-
-
-def score(tflite: bytes, preprocess, pixels, labels, reference) -> dict:
-    """Return top-1 and top-1 agreement with the float model of a .tflite."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.tflite"
-        path.write_bytes(tflite)
-        outputs = TfliteRunner(path, preprocess).classify(pixels)
-    return {"top1": round(float(np.mean(outputs.argmax(1) == labels)), 4),
-            "agreement": round(float(np.mean(outputs.argmax(1) == reference.argmax(1))), 4)}
+from quant.validate.runners import KerasRunner
 
 
 def main() -> None:
@@ -116,8 +107,7 @@ def main() -> None:
     print(f"qat: {result['qat']['steps']} steps, train {qat.timings['train_s']:.0f} s, "
           f"total {qat_seconds:.0f} s; ptq {ptq_seconds:.0f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

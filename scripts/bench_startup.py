@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgeq.outputs import write_json  # noqa: E402
 from edgeq.paths import shared_data_dir  # noqa: E402
 
 MODEL = "models/ssd_mobilenet_v1_0.75_depth_quant_postprocess.tflite"
@@ -82,8 +83,7 @@ def main() -> int:
         print(f"{key:<40} {result[key]:>9.3f}")
     print(f"heavy modules imported: {result['heavy_modules_imported'] or 'none'}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeq.outputs import write_json
+
 SEED_GLOBS = ("models/*.tflite", "coral/*.tflite", "coral/pipeline/*.tflite")
 TARGETS = ("check", "interpreter", "interpreter-raw")
 _INTERESTING = (0, 1, 2, 3, 4, 7, 8, 16, 255, 256, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
@@ -440,8 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     result = fuzz(seeds, args.cases, args.seed, args.target, args.timeout, args.keep)
     print(format_table(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 1 if result["crashes"] or result["hangs"] else 0
 
 

@@ -31,13 +31,30 @@ def calibrate(keras_model, representative_inputs) -> bytes:
     converter.representative_dataset = lambda: ([x] for x in representative_inputs())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter._experimental_calibrate_only = True
+    return run_converter(converter, "the model")
+
+
+def run_converter(converter, what: str) -> bytes:
+    """Run a configured ``TFLiteConverter`` quietly; return the flatbuffer.
+
+    Raises:
+        BadInputError: the converter failed; the first line of its error names why.
+    """
     try:
         with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises many types; report one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"the TFLite converter could not convert the model ({first})") \
+        raise BadInputError(f"the TFLite converter could not convert {what} ({first})") \
             from exc
+
+
+def tf_dtype(io_type: IoType | str):
+    """Return the TensorFlow dtype of a model input / output of ``io_type``."""
+    from edgeq._tensorflow import tf
+
+    io_type = parse(IoType, io_type, "--io")
+    return {IoType.UINT8: tf.uint8, IoType.INT8: tf.int8, IoType.FLOAT: tf.float32}[io_type]
 
 
 def quantize(calibrated: bytes, io_type: IoType | str = IoType.UINT8,
@@ -50,10 +67,7 @@ def quantize(calibrated: bytes, io_type: IoType | str = IoType.UINT8,
     """
     from tensorflow.lite.python import convert
 
-    from edgeq._tensorflow import tf
-
-    io_type = parse(IoType, io_type, "--io")
-    dtype = {IoType.UINT8: tf.uint8, IoType.INT8: tf.int8, IoType.FLOAT: tf.float32}[io_type]
+    dtype = tf_dtype(io_type)
     with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
         return bytes(convert.mlir_quantize(
             calibrated, disable_per_channel=per_tensor,

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
-from edgeq.errors import BadInputError
-from edgeq.logs import native_stderr_hidden
 from quant.modes import IoType, parse
 from quant.ptq import compat
+from quant.ptq.convert import run_converter, tf_dtype
 
 
 def to_tflite(qat_model, input_shape: tuple[int, ...],
@@ -28,17 +24,9 @@ def to_tflite(qat_model, input_shape: tuple[int, ...],
         tf.TensorSpec((1, *input_shape), tf.float32, name="input"))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], qat_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if io_type != "float":
-        dtype = tf.uint8 if io_type == "uint8" else tf.int8
-        converter.inference_input_type = dtype
-        converter.inference_output_type = dtype
-    try:
-        with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
-            return bytes(converter.convert())
-    except Exception as exc:  # the converter raises many types; report one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"the TFLite converter could not convert the trained model "
-                            f"({first})") from exc
+    if io_type != IoType.FLOAT:
+        converter.inference_input_type = converter.inference_output_type = tf_dtype(io_type)
+    return run_converter(converter, "the trained model")
 
 
 def edgetpu_problems(model: bytes, io_type: str) -> list[str]:
