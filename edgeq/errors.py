@@ -45,7 +45,8 @@ class MissingToolError(EdgeqError):
 #: Modules of the optional extras (pyproject.toml) and the extra that installs each: the base
 #: install runs the Edge TPU commands only.
 EXTRAS = {"tensorflow": "quant", "tf_keras": "quant", "tqdm": "quant", "matplotlib": "quant",
-          "yaml": "quant", "tensorflow_model_optimization": "qat", "pycocotools": "coco"}
+          "yaml": "quant", "tensorflow_model_optimization": "qat", "pycocotools": "coco",
+          "ray": "ray"}
 
 
 def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],

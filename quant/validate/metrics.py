@@ -7,6 +7,7 @@ model emits them) and integer ``labels`` [N] already in the model's output index
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +93,66 @@ def accuracies(outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Return top-1 and top-5 accuracy."""
     k5 = min(5, outputs.shape[1])
     return {"top1": accuracy(outputs, labels, 1), "top5": accuracy(outputs, labels, k5)}
+
+
+def classification_records(int8_out: np.ndarray,
+                           float_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Return what the classification summary needs of each image, for a batch of outputs.
+
+    Per image: the top-5 classes of each model (of its outputs, and of its probabilities, on
+    which agreement and overlap are measured), and the row terms of the KL divergence and of
+    the output SQNR. A batch's records do not depend on the other batches, so a set streamed
+    in batches of any size gives the summary of the whole set at once.
+    """
+    k = min(5, int8_out.shape[1])
+    records = {"int8_top": top_k(int8_out, k)}
+    if float_out is None:
+        return records
+    p_float, p_int8 = to_probabilities(float_out), to_probabilities(int8_out)
+    p, q = np.clip(p_float, EPS, 1.0), np.clip(p_int8, EPS, 1.0)
+    records.update({
+        "float_top": top_k(float_out, k),
+        "float_ptop": top_k(p_float, k), "int8_ptop": top_k(p_int8, k),
+        "kl": np.sum(p * (np.log(p) - np.log(q)), axis=1),
+        "signal": np.sum(p_float.astype(np.float64) ** 2, axis=1),
+        "noise": np.sum((p_float.astype(np.float64) - p_int8) ** 2, axis=1),
+    })
+    return records
+
+
+def classification_summary(records: dict[str, np.ndarray],
+                           labels: np.ndarray | None) -> dict[str, Any]:
+    """Return the accuracies and the float / int8 comparison from all images' records.
+
+    Keys: ``int8`` (and ``float``) ``{"top1", "top5"}`` when there are labels; with float
+    records also ``agreement``, ``top5_overlap``, ``kl_mean``, ``output_sqnr_db`` and the
+    top-1 ``disagreements`` as (float class, int8 class, count).
+    """
+    result: dict[str, Any] = {}
+    if labels is not None:
+        result["int8"] = _accuracies(records["int8_top"], labels)
+    if "float_top" not in records:
+        return result
+    if labels is not None:
+        result["float"] = _accuracies(records["float_top"], labels)
+    float_p, int8_p = records["float_ptop"], records["int8_ptop"]
+    shared = [len(set(a) & set(b)) for a, b in zip(float_p, int8_p, strict=True)]
+    noise = float(np.sum(records["noise"]))
+    result.update({
+        "agreement": float((float_p[:, 0] == int8_p[:, 0]).mean()),
+        "top5_overlap": float(np.mean(shared) / 5),
+        "kl_mean": float(max(0.0, np.mean(records["kl"]))),
+        "output_sqnr_db": (float("inf") if noise == 0 else
+                           float(10 * np.log10(max(float(np.sum(records["signal"])), EPS)
+                                               / noise))),
+    })
+    pairs = Counter((int(f), int(q)) for f, q in zip(records["float_top"][:, 0],
+                                                     records["int8_top"][:, 0], strict=True)
+                    if f != q)
+    result["disagreements"] = pairs.most_common(20)
+    return result
+
+
+def _accuracies(top: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    hits = top == np.asarray(labels)[:, None]
+    return {"top1": float(hits[:, :1].any(axis=1).mean()), "top5": float(hits.any(axis=1).mean())}
