@@ -164,6 +164,16 @@ class ModelStats:
     compile_ms: int | None = None
     operators: tuple[OperatorRow, ...] = ()
 
+    @property
+    def operations_mapped(self) -> int | None:
+        """Return the operations mapped to the Edge TPU: from the table, else the total less
+        those on the CPU (None when stdout gave neither)."""
+        if self.operators:
+            return sum(row.count for row in self.operators if row.mapped)
+        if self.operations is None:
+            return None
+        return self.operations - (self.operations_on_cpu or 0)
+
 
 @dataclass(frozen=True)
 class CompilerOutput:

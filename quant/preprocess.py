@@ -24,19 +24,24 @@ class PreprocessOptions:
         std: per-channel std (1 or 3 values).
         input_range: (low, high) that pixels 0 and 255 map to; excludes mean/std.
         file: a JSON or YAML file with :class:`Preprocess` fields.
+        recorded: a whole :class:`Preprocess` recorded earlier (a sidecar's), used alone.
     """
 
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     input_range: tuple[float, float] | None = None
     file: Path | None = None
+    recorded: Preprocess | None = None
 
     def given(self) -> bool:
         """Return True when any option was set."""
-        return any(v is not None for v in (self.mean, self.std, self.input_range, self.file))
+        return any(v is not None for v in (self.mean, self.std, self.input_range, self.file,
+                                           self.recorded))
 
     def build(self, height: int, width: int) -> Preprocess:
         """Return the :class:`Preprocess` these options describe for an input size."""
+        if self.recorded is not None:
+            return dataclasses.replace(self.recorded, height=height, width=width)
         if self.file is not None:
             data = _read_mapping(self.file)
             data.setdefault("height", height)

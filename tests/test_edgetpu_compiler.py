@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.sidecar import SCHEMA_VERSION
 from edgetpu import compiler
 from edgetpu.cli.compile import main as compile_main
 
@@ -255,6 +256,39 @@ def test_compile_with_the_double_agrees_with_prediction(
     assert names == ["deeplabv3_mnv2_dm05_pascal_quant_edgetpu.json",
                      "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.log",
                      "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"]
+
+
+def test_compile_carries_the_sidecar(shared_data: Path, tmp_path: Path, double: Path,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """quantize's sidecar goes beside the compiled model, with a compile section added."""
+    model = _pair(shared_data, tmp_path, "deeplabv3_mnv2_dm05_pascal_quant")
+    sidecar = {"schema_version": SCHEMA_VERSION, "model": model.stem,
+               "float_parent": {"name": "deeplab", "source": "deeplab.keras"}}
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    monkeypatch.setenv("DOUBLE_LOG", "partial.log")
+    out = tmp_path / "out"
+    assert compile_main([str(model), "--compiler", str(double), "--out", str(out)]) == 0
+    assert "(sidecar with the parsed report)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{model.stem}_edgetpu.{ext}" for ext in ("json", "log", "tflite")]
+    carried = json.loads((out / f"{model.stem}_edgetpu.json").read_text())
+    assert {key: carried[key] for key in sidecar} == sidecar
+    section = carried["compile"]
+    assert section["compiler_version"] == "16.0.384591198" and section["mapped_ops"] == 64
+    assert section["compiled"] and section["prediction_differences"] == []
+
+
+def test_compile_refuses_a_sidecar_of_another_schema(shared_data: Path, tmp_path: Path,
+                                                     double: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model = _pair(shared_data, tmp_path, "mobilenet_v1_0.25_128_quant")
+    model.with_suffix(".json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    out = tmp_path / "out"
+    assert compile_main([str(model), "--compiler", str(double), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{model.with_suffix('.json')}: sidecar schema version" in err
+    assert "quantize the model again" in err and not out.exists()
 
 
 def test_compile_segments_with_the_double(shared_data: Path, tmp_path: Path, double: Path,

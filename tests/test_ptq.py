@@ -70,8 +70,8 @@ def test_small_mobilenet_v2_end_to_end(tmp_path, image_dir, small_v2):
     assert [p.name for p in paths] == ["tiny_v2_int8.tflite", "tiny_v2_int8.json",
                                        "tiny_v2_int8.md"]
     sidecar = json.loads(paths[1].read_text())
-    assert sidecar["quantization"]["io_type"] == "uint8"
-    assert sidecar["calibration"]["images"] == 8
+    assert sidecar["options"]["io_type"] == "uint8"
+    assert sidecar["derived"]["dataset"]["images"] == 8
     assert sidecar["preprocess"]["height"] == 96
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 

@@ -106,8 +106,8 @@ def test_label_free_training_exports_a_model_that_maps_completely(float_model, i
     import json
 
     data = json.loads(paths[1].read_text())
-    assert data["quantization"]["method"] == "qat"
-    assert data["training"]["images"] == len(images)
+    assert data["method"] == "qat"
+    assert data["derived"]["dataset"]["images"] == len(images)
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(float_model, images, tmp_path):

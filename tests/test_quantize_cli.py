@@ -80,7 +80,7 @@ def test_model_is_required(capsys):
     assert code == 2 and "--model is required" in err
 
 
-def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
+def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys, monkeypatch):
     """The offline main job on a small zoo variant with a synthetic TF-slim checkpoint."""
     from slim_checkpoints import slim_variables, write_checkpoint
 
@@ -95,8 +95,18 @@ def test_quantize_zoo_model_from_local_checkpoint(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     sidecar = json.loads((tmp_path / "out/mobilenet_v2_0.35_96_int8.json").read_text())
     assert sidecar["float_parent"]["zoo"]["name"] == "mobilenet_v2_0.35_96"
-    assert sidecar["drift"]["images"] == 2
+    assert sidecar["derived"]["drift"]["images"] == 2
     assert (tmp_path / "out/mobilenet_v2_0.35_96_int8.tflite").stat().st_size > 100_000
+    # validate-quant finds the float model (zoo name, local checkpoint) in the sidecar
+    from quant.cli.validate import main as validate
+
+    monkeypatch.setenv("EDGEQ_CACHE", str(tmp_path / "cache"))
+    report = tmp_path / "report.json"
+    assert validate(["--int8", str(tmp_path / "out/mobilenet_v2_0.35_96_int8.tflite"),
+                     "--data", str(images), "--latency-runs", "0", "--layer-images", "0",
+                     "--out", str(tmp_path / "out"), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["float_model"]["source"] == "mobilenet_v2_0.35_96" and "agreement" in result
 
 
 def test_qat_from_the_command_line(tmp_path, capsys):

@@ -13,7 +13,10 @@ from PIL import Image
 
 from edgeq.errors import BadInputError
 from edgeq.images import decode_images, inception_preprocess
+from edgeq.sidecar import sidecar_path
 from quant.cli.validate import main
+from quant.options import QuantizeOptions
+from quant.sidecar import FloatParent, Sidecar
 from quant.validate.reference import _bundled_tflite, converted_tflite
 from quant.validate.runners import KerasRunner, TfliteRunner
 
@@ -204,6 +207,58 @@ def test_bad_inputs_exit_2(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def _write_sidecar(int8: Path, float_file: Path | None) -> None:
+    """Write the sidecar quantize would have written beside ``int8`` for a Keras float model."""
+    record = Sidecar(
+        model=int8.stem, created="2025-01-01T00:00:00+00:00", tflite_sha256="0" * 64,
+        float_parent=FloatParent("tiny", "classify", "tiny.keras",
+                                 source_file=None if float_file is None else str(float_file)),
+        preprocess=inception_preprocess(SIZE), options=QuantizeOptions(), derived={},
+        versions={},
+    )
+    sidecar_path(int8).write_text(record.to_json())
+
+
+def test_float_reference_from_the_sidecar(tiny: dict, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --float the sidecar's float model and preprocessing are used; --float wins."""
+    monkeypatch.setenv("EDGEQ_CACHE", str(tmp_path / "cache"))
+    keras_file = tmp_path / "tiny.keras"
+    tiny["keras"].save(keras_file)
+    int8 = tmp_path / "tiny_int8.tflite"
+    int8.write_bytes(tiny["int8"].read_bytes())
+    _write_sidecar(int8, keras_file)
+    labels = ("--labels", str(tiny["labels"]), "--layer-images", "0")
+    code, report = _run(tiny, tmp_path, "--int8", str(int8), *labels, "--max-drift", "50")
+    assert code == 0
+    assert report["float_model"]["source"] == str(keras_file)
+    assert report["float"]["top1"] == 1.0  # the labels are the float model's own top-1
+    assert report["drift_pts"] is not None
+    code, report = _run(tiny, tmp_path, "--float", str(tiny["flipped"]), "--int8", str(int8),
+                        *labels)
+    assert code == 0 and report["float_model"]["source"] == str(tiny["flipped"])
+
+
+def test_unusable_sidecar_is_bad_input(tiny: dict, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    int8 = tmp_path / "tiny_int8.tflite"
+    int8.write_bytes(tiny["int8"].read_bytes())
+    labels = ("--labels", str(tiny["labels"]))
+    _write_sidecar(int8, None)
+    assert _run(tiny, tmp_path, "--int8", str(int8), *labels)[0] == 2
+    err = capsys.readouterr().err
+    assert f"{sidecar_path(int8)}: records no float model file" in err and "--float" in err
+    _write_sidecar(int8, tmp_path / "gone.keras")
+    assert _run(tiny, tmp_path, "--int8", str(int8), *labels)[0] == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "gone.keras: no such file" in last and f"recorded in {sidecar_path(int8)}" in last
+    assert "pass --float REF" in last
+    sidecar_path(int8).write_text("{")
+    assert _run(tiny, tmp_path, "--int8", str(int8), *labels)[0] == 2
+    assert f"{sidecar_path(int8)}: the sidecar is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_folder_per_class_labels(tiny: dict, tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ prediction. Then the compiler runs (``--compiler PATH``, ``$EDGETPU_COMPILER``, 
 given here (``-s`` is always passed so the operator table is captured). Its stdout and log are
 parsed into data (``--json``), compared with the prediction, and known failures are mapped to
 actions. Outputs go to ``--out`` (default ``./out``): ``NAME_edgetpu.tflite``,
-``NAME_edgetpu.log`` and ``NAME_edgetpu.json`` (the parsed report).
+``NAME_edgetpu.log`` and ``NAME_edgetpu.json``: the parsed report or, when the sidecar that
+quantize wrote (``NAME.json``) lies beside the model, that sidecar carried forward with the
+report in a ``compile`` section (compiler version, operations mapped), so that
+``validate-quant --int8 NAME_edgetpu.tflite`` finds the float reference too.
 
 Exit codes: 0 compiled; 1 the compiler failed on this model (the actions are printed);
 2 bad input; 3 no compiler (install instructions and the prediction are printed; nothing
@@ -33,6 +36,7 @@ from typing import Any
 from edgeq.errors import EXIT_CHECK_FAILED, BadInputError, MissingToolError, cli_entry
 from edgeq.outputs import check_out_dir
 from edgeq.paths import DEFAULT_OUT
+from edgeq.sidecar import find_sidecar
 from edgetpu import compiler
 from edgetpu.cli.check import add_prediction_options, split_names
 
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         raise BadInputError(f"{args.model} is already compiled for the Edge TPU; pass the "
                             "source .tflite")
     _check_compilable(args.model)
+    sidecar = find_sidecar(args.model)
     if not args.json:
         print("PREDICTION (offline analyzer, not the compiler):")
         print(format_report(prediction))
@@ -116,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     report_path = args.out / f"{args.model.stem}_edgetpu.json"
 
     def report_file(result: compiler.CompileResult) -> list[tuple[Path, bytes]]:
-        """The parsed report, written together with the models when they compiled."""
+        """The parsed report (in the model's sidecar when it has one), written together with
+        the models when they compiled."""
         if not result.success:
             return []
         report = _report(args.model, result, prediction, predicted)
-        return [(report_path, (json.dumps(report, indent=2, default=str) + "\n").encode())]
+        data = report
+        if sidecar is not None:
+            data = {**sidecar, "compile": _compile_section(result, report)}
+        return [(report_path, (json.dumps(data, indent=2, default=str) + "\n").encode())]
 
     result = compiler.run_compiler(command, args.model, options, args.out,
                                    docker_image=args.docker_image if args.docker else None,
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print_report(result, differences)
         if result.success:
-            print(f"wrote {report_path} (parsed report)")
+            print(f"wrote {report_path} ("
+                  f"{'parsed report' if sidecar is None else 'sidecar with the parsed report'})")
     return 0 if result.success else EXIT_CHECK_FAILED
 
 
@@ -153,6 +163,13 @@ def _report(model: Path, result: compiler.CompileResult, prediction: Any,
         "prediction": prediction.to_json()["summary"],
         "prediction_differences": differences,
     }
+
+
+def _compile_section(result: compiler.CompileResult, report: dict[str, Any]) -> dict[str, Any]:
+    """Return the sidecar's ``compile`` section: compiler version, operations mapped, report."""
+    mapped = [stats.operations_mapped for stats in result.stdout.models]
+    return {"compiler_version": result.stdout.version,
+            "mapped_ops": None if None in mapped else sum(mapped), **report}
 
 
 def _check_compilable(path: Path) -> None:

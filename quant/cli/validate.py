@@ -2,14 +2,19 @@
 
 Examples::
 
+    validate-quant --int8 out/mobilenet_v2_1.0_224_int8.tflite --data images/ \\
+        --labels labels.csv --max-drift 1.5       # the float model from the sidecar
     validate-quant --float mobilenet_v2_1.0_224 --int8 out/mobilenet_v2_1.0_224_int8.tflite \\
         --data images/ --labels labels.csv --max-drift 1.5
     validate-quant --float float.tflite --int8 int8.tflite --data images/   # agreement only
     validate-quant --int8 ssd_int8.tflite --data val2017/ \\
         --annotations instances_val2017.json --json report.json
 
-Images are decoded once and fed to both models. Labels: a CSV ``file,label``, or a folder
-per class; 1001-output models (TF-slim, 0 = background) get +1 on 0-based labels.
+Without --float, the float reference and its preprocessing are those recorded in the int8
+model's sidecar (``NAME.json`` beside ``NAME.tflite``, written by quantize and carried by
+compile-edgetpu); without either, the int8 model is scored alone against the labels or
+annotations. Images are decoded once and fed to both models. Labels: a CSV ``file,label``,
+or a folder per class; 1001-output models (TF-slim, 0 = background) get +1 on 0-based labels.
 Drift (points): top-1 drop with labels, else 100 x (1 - top-1 agreement); detection: mAP
 drop with annotations, else 100 x (1 - mAP of int8 against float detections).
 
@@ -41,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--int8", type=Path, required=True, help="quantized .tflite to check")
     models.add_argument("--float", dest="float_ref", metavar="REF",
                         help="float reference: .tflite, zoo name, checkpoint .tgz, "
-                             ".keras/.h5 file or SavedModel folder")
+                             ".keras/.h5 file or SavedModel folder (default: the one in the "
+                             "int8 model's sidecar, NAME.json beside NAME.tflite)")
     models.add_argument("--device", help="Edge TPU device for a compiled int8 model "
                         "(':0', 'usb', 'usb:N', 'pci', 'pci:N')")
     data = parser.add_argument_group("data")

@@ -6,8 +6,8 @@ statistics, unsupported layers refused), start each activation range at the floa
 min / max, fine-tune by distillation from the float model (plus cross-entropy with labels)
 with checkpoints each epoch (:mod:`.train`), export a batch-1 full-integer ``.tflite`` with
 uint8 / int8 / float I/O and check with PTQ's Edge TPU check that every op maps
-(:mod:`.export`). ``save`` writes the model, its JSON sidecar and a Markdown summary with
-PTQ's sidecar code. Training images: :func:`quant.qat.data.load_training_set`.
+(:mod:`.export`). ``save`` (:func:`quant.sidecar.save`, shared with PTQ) writes the model,
+its JSON sidecar and a Markdown summary. Training images: :func:`quant.qat.data.load_training_set`.
 
 Example::
 
@@ -35,6 +35,7 @@ from edgeq.errors import BadInputError
 from quant.options import QatOptions
 from quant.qat.data import TrainingSet, load_training_set
 from quant.qat.train import EpochStats
+from quant.sidecar import save
 
 __all__ = ["QatOptions", "QatResult", "TrainingSet", "load_training_set", "save", "train_qat"]
 
@@ -56,7 +57,6 @@ class QatResult:
         drift: quick drift on held-out images (filled by :meth:`with_drift`).
         edgetpu_problems: ops the analyzer predicts on the CPU (empty unless
             ``require_edgetpu`` was off).
-        equalization, ranges_changed: always None / 0 (PTQ fields its sidecar reads).
     """
 
     tflite: bytes
@@ -69,8 +69,6 @@ class QatResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] | None = None
     edgetpu_problems: tuple[str, ...] = ()
-    equalization: Any = None
-    ranges_changed: int = 0
 
     @property
     def name(self) -> str:
@@ -80,6 +78,17 @@ class QatResult:
     def with_drift(self, drift: dict[str, Any]) -> QatResult:
         """Return a copy carrying a quick drift measurement."""
         return dataclasses.replace(self, drift=drift)
+
+    def derived_figures(self) -> dict[str, Any]:
+        """Return what only QAT derives, for the sidecar: scheme, loss, history, checkpoints."""
+        return {
+            "scheme": "tfmot default 8-bit",
+            "loss": ("distillation + cross-entropy" if self.calibration.labels is not None
+                     else "distillation"),
+            "history": list(self.history),
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+        }
 
 
 def _checkpoint_dir(float_model, images: TrainingSet, options: QatOptions) -> Path:
@@ -175,57 +184,3 @@ def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None
         history=tuple(train.read_state(folder).get("history", [])), resumed_from_epoch=resumed,
         checkpoint_dir=folder, timings=timings, edgetpu_problems=tuple(problems),
     )
-
-
-def sidecar(result: QatResult) -> dict[str, Any]:
-    """Return the JSON sidecar: PTQ's record with the quantization section for QAT."""
-    from quant.ptq.sidecar import sidecar as ptq_sidecar
-
-    data = ptq_sidecar(result)
-    options = dataclasses.asdict(result.options)
-    options["checkpoint_dir"] = str(result.checkpoint_dir)
-    data["quantization"] = {
-        **options, "method": "qat", "scheme": "tfmot default 8-bit",
-        "weights": "per-channel", "history": list(result.history),
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "labels": result.calibration.labels is not None,
-    }
-    data["training"] = data.pop("calibration")
-    return data
-
-
-def summary_markdown(data: dict[str, Any]) -> str:
-    """Return the short Markdown summary of a QAT sidecar."""
-    q, t = data["quantization"], data["training"]
-    last = q["history"][-1] if q["history"] else None
-    lines = [
-        f"# {data['model']}",
-        "",
-        f"- float parent: `{data['float_parent']['name']}` from `{data['float_parent']['source']}`",
-        f"- quantization-aware fine-tuning ({q['scheme']}, weights {q['weights']}); I/O: "
-        f"{q['io_type']}; loss: distillation{' + cross-entropy' if q['labels'] else ''}",
-        f"- training: {t['images']} images from `{t['source']}` (sha256 {t['sha256'][:12]}); "
-        f"{len(q['history'])} epochs, batch {q['batch_size']}, lr {q['lr']}",
-    ]
-    if last:
-        lines.append(f"- last epoch: loss {last['loss']:.4f}, agreement with float "
-                     f"{last['agreement']:.3f}")
-    lines.append(f"- time: {data['timings_s'].get('total_s', '?')} s")
-    drift = data.get("drift")
-    if drift:
-        lines.append(f"- quick drift on {drift['images']} held-out images: top-1 agreement "
-                     f"{drift['agreement']:.3f}, mean |logit diff| {drift['mean_abs_diff']:.4f}")
-    lines.append(f"- tools: {', '.join(f'{k} {v}' for k, v in data['versions'].items())}")
-    return "\n".join(lines) + "\n"
-
-
-def save(result: QatResult, out_dir: str | Path) -> list[Path]:
-    """Write ``<name>.tflite``, ``<name>.json`` and ``<name>.md`` into ``out_dir`` atomically.
-
-    Raises:
-        BadInputError: the folder cannot be created or written.
-    """
-    from quant.ptq.sidecar import write_outputs
-
-    data = sidecar(result)
-    return write_outputs(out_dir, result.name, result.tflite, data, summary_markdown(data))

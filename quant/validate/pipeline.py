@@ -17,7 +17,10 @@ import numpy as np
 from edgeq import images as data
 from edgeq.errors import BadInputError
 from edgeq.images import Preprocess, inception_preprocess
+from edgeq.sidecar import sidecar_path
 from edgetpu.runtime import cpu_count, list_edge_tpus
+from quant.preprocess import PreprocessOptions
+from quant.sidecar import Sidecar
 from quant.validate import detection, layers, metrics
 from quant.validate.latency import measure_latency, model_size_bytes
 from quant.validate.reference import Reference, load_reference
@@ -47,7 +50,11 @@ class ValidateConfig:
 
 
 def run_validation(config: ValidateConfig) -> dict[str, Any]:
-    """Validate ``config.int8`` against ``config.float_ref`` on ``config.data``.
+    """Validate ``config.int8`` against its float reference on ``config.data``.
+
+    The reference is ``config.float_ref`` when given, else the float model and preprocessing
+    recorded in the int8 model's sidecar (``x_int8.json`` beside ``x_int8.tflite``); without
+    either the int8 model is scored alone (labels or annotations).
 
     Returns:
         The report as a JSON-ready dict; ``drift_exceeded`` tells whether ``max_drift`` was
@@ -57,10 +64,10 @@ def run_validation(config: ValidateConfig) -> dict[str, Any]:
         BadInputError: inputs are missing, inconsistent or cannot be compared.
     """
     start = time.perf_counter()
-    if config.max_drift is not None and config.float_ref is None:
-        raise BadInputError("--max-drift needs a float reference to drift from: add --float")
-    reference = (load_reference(config.float_ref, config.preprocess_options, config.num_threads,
-                                config.int8) if config.float_ref else None)
+    reference = _reference(config)
+    if config.max_drift is not None and reference is None:
+        raise BadInputError(f"--max-drift needs a float reference to drift from: "
+                            f"{_reference_hint(config)}")
     spec = _preprocess(reference, config)
     int8 = TfliteRunner(config.int8, spec, config.num_threads, config.device)
     _log(f"int8 model {config.int8.name}: input {int8.input_dtype} "
@@ -90,6 +97,44 @@ def run_validation(config: ValidateConfig) -> dict[str, Any]:
     return report
 
 
+def _reference(config: ValidateConfig) -> Reference | None:
+    """Load the float reference: ``--float``, else the one the int8 model's sidecar records.
+
+    Returns None when neither names one: the int8 model is then scored alone.
+
+    Raises:
+        BadInputError: the sidecar is unusable or records no float model file, or the float
+            model cannot be loaded (the message names the sidecar and ``--float``).
+    """
+    if config.float_ref:
+        return load_reference(config.float_ref, config.preprocess_options, config.num_threads,
+                              config.int8)
+    recorded = Sidecar.beside(config.int8)
+    if recorded is None:
+        return None
+    path = sidecar_path(config.int8)
+    arguments = recorded.float_parent.loader_arguments()
+    if arguments is None:
+        raise BadInputError(f"{path}: records no float model file to load (source "
+                            f"{recorded.float_parent.source!r}); pass --float REF")
+    source, checkpoint = arguments
+    options = config.preprocess_options
+    if options is None or not options.given():
+        options = PreprocessOptions(recorded=recorded.preprocess)
+    _log(f"float reference {source}, recorded in {path}")
+    try:
+        return load_reference(source, options, config.num_threads, config.int8, checkpoint)
+    except BadInputError as exc:
+        raise BadInputError(f"{exc} (the float model recorded in {path}; pass --float REF to "
+                            "give it)") from exc
+
+
+def _reference_hint(config: ValidateConfig) -> str:
+    """Return how to give a float reference, for the errors of a run without one."""
+    return (f"add --float REF, or keep the sidecar quantize wrote "
+            f"({sidecar_path(config.int8).name}) beside {config.int8}")
+
+
 def _preprocess(reference: Reference | None, config: ValidateConfig) -> Preprocess:
     if reference is not None:
         return reference.runner.preprocess
@@ -104,12 +149,12 @@ def _check_compatible(reference: Reference, int8: TfliteRunner, config: Validate
         fw, fh = reference.runner.input_size
         qw, qh = int8.input_size
         raise BadInputError(
-            f"input sizes differ: float {config.float_ref} takes {fw}x{fh}, int8 {config.int8} "
+            f"input sizes differ: float {reference.source} takes {fw}x{fh}, int8 {config.int8} "
             f"takes {qw}x{qh}; compare a model with the float model it was made from"
         )
     if reference.runner.is_detector != int8.is_detector:
         raise BadInputError(
-            f"{config.float_ref} and {config.int8} are not the same kind of model "
+            f"{reference.source} and {config.int8} are not the same kind of model "
             "(one is a detector, the other a classifier)"
         )
 
@@ -121,8 +166,8 @@ def _classification(config: ValidateConfig, int8: TfliteRunner, reference: Refer
                             "classifier (use --labels)")
     images = data.list_images(config.data, config.labels).head(config.limit)
     if reference is None and images.labels is None:
-        raise BadInputError("nothing to measure: give --labels (or a folder per class) or "
-                            "--float")
+        raise BadInputError("nothing to measure: give --labels (or a folder per class) or a "
+                            f"float reference: {_reference_hint(config)}")
     _log(f"decoding {len(images)} images once for both models")
     pixels = data.decode_images(images.paths, int8.preprocess)
     _log("running the int8 model")
@@ -192,8 +237,8 @@ def _detection(config: ValidateConfig, int8: TfliteRunner, reference: Reference 
         images = detection.CocoImages(tuple(range(1, len(paths) + 1)), paths,
                                       tuple(data.image_sizes(paths)), Path())
     else:
-        raise BadInputError("a detector needs --annotations (COCO instances JSON) or --float "
-                            "to be scored against")
+        raise BadInputError("a detector needs --annotations (COCO instances JSON) or a float "
+                            f"reference to be scored against: {_reference_hint(config)}")
     if config.limit is not None:
         n = config.limit
         images = detection.CocoImages(images.ids[:n], images.paths[:n], images.sizes[:n],

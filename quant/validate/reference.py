@@ -50,17 +50,18 @@ class Reference:
 
 def load_reference(
     source: str, options: Any = None, num_threads: int | None = None,
-    int8_path: Path | None = None,
+    int8_path: Path | None = None, checkpoint: str | None = None,
 ) -> Reference:
     """Load the float reference named by ``source``.
 
     Args:
         source: a float ``.tflite``, or anything :func:`quant.sources.load_float_model` takes.
-        options: a ``quant.sources.PreprocessOptions`` from the command line, or None
-            (default: what the model carries, else [-1, 1] RGB).
+        options: a ``quant.sources.PreprocessOptions`` from the command line or a sidecar,
+            or None (default: what the model carries, else [-1, 1] RGB).
         num_threads: CPU threads for LiteRT.
         int8_path: the int8 model; a float detector takes its ``max_detections`` so both
             are scored on equal terms.
+        checkpoint: a local checkpoint for a zoo name (``load_float_model``'s).
 
     Raises:
         BadInputError: the source cannot be loaded as a float model.
@@ -79,7 +80,7 @@ def load_reference(
         return Reference(_tflite(bundled, options if given else None, num_threads),
                          source, bundled)
     try:
-        float_model = loader(source, None, options)
+        float_model = loader(source, checkpoint, options)
     except BadInputError as loader_error:
         if not path.name.endswith(ARCHIVE_SUFFIXES):
             raise
