@@ -146,6 +146,7 @@ def _decode(encodings: np.ndarray, anchors: np.ndarray, settings) -> np.ndarray:
 def test_box_offsets_make_uint8_anchors_decode_like_float_ones(offsets):
     from quant.detection.postprocess import anchor_offsets
     from quant.ptq import box_offsets, convert
+    from quant.tflite_edit import read_model, write_model
 
     rng = np.random.default_rng(3)
     count = 6
@@ -161,7 +162,8 @@ def test_box_offsets_make_uint8_anchors_decode_like_float_ones(offsets):
     calibrated = convert.calibrate(_offset_ssd(encodings), lambda: (
         rng.uniform(-1, 1, (1, 4, 4, 3)).astype(np.float32) for _ in range(4)))
     if offsets:
-        calibrated = box_offsets.add_box_offsets(calibrated, anchor_offsets(head))
+        calibrated = write_model(box_offsets.add_box_offsets(read_model(calibrated),
+                                                             anchor_offsets(head)))
     out = _run(append_postprocess(convert.quantize(calibrated, "uint8"), head))
     boxes = out["TFLite_Detection_PostProcess"][0, :count]
     expected = _decode(encodings, anchors, settings)

@@ -87,6 +87,8 @@ def test_lowered_int8_is_as_accurate_as_the_fused_op(quantized):
 def test_models_without_hard_swish_are_unchanged():
     model = keras.Sequential([keras.Input((4,), batch_size=1), keras.layers.Dense(2)])
     from quant.ptq import convert
+    from quant.tflite_edit import read_model
 
-    calibrated = convert.calibrate(model, lambda: (np.ones((1, 4), np.float32) for _ in range(2)))
+    calibrated = read_model(convert.calibrate(
+        model, lambda: (np.ones((1, 4), np.float32) for _ in range(2))))
     assert hard_swish.lower_hard_swish(calibrated) is calibrated

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tflite
 from PIL import Image
 
 from edgeq._tensorflow import keras
@@ -17,10 +18,10 @@ from quant.models import build_classifier
 from quant.preprocess import PreprocessOptions
 from quant.ptq import QuantizeOptions, quantize_model, save
 from quant.ptq.equalize import equalize, find_pairs
-from quant.ptq.ranges import read_model
 from quant.sources import load_float_model
+from quant.tflite_edit import read_model, write_model
 
-INT8, UINT8, INT32 = 9, 3, 2  # TensorType
+INT8, UINT8, INT32 = tflite.TensorType.INT8, tflite.TensorType.UINT8, tflite.TensorType.INT32
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ def test_raw_pixel_input_is_exact(image_dir):
     preprocess = inception_preprocess(32)
     images = [preprocess.load(p)[None] for p in sorted(image_dir.glob("*.jpg"))[:4]]
     calibrated = convert.calibrate(model, lambda: iter(images))
-    fixed = exact_pixel_input(calibrated, preprocess, "uint8")
+    fixed = write_model(exact_pixel_input(read_model(calibrated), preprocess, "uint8"))
     before, after = read_model(calibrated).subgraphs[0], read_model(fixed).subgraphs[0]
     stats = after.tensors[after.inputs[0]].quantization
     assert (stats.min[0], stats.max[0]) == pytest.approx((-128 / 127.5, 127 / 127.5))

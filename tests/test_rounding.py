@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tflite
 
-from quant.ptq.layers import CONV_2D, DEPTHWISE_CONV_2D, WeightedLayer
+from quant.ptq.layers import WeightedLayer
 from quant.ptq.rounding import round_layer, round_nearest, weight_scales
 
-CONV = WeightedLayer(0, CONV_2D, 0, 1, 2, 3)
-DEPTHWISE = WeightedLayer(0, DEPTHWISE_CONV_2D, 0, 1, 2, 3)
+CONV = WeightedLayer(0, tflite.BuiltinOperator.CONV_2D, 0, 1, 2, 3)
+DEPTHWISE = WeightedLayer(0, tflite.BuiltinOperator.DEPTHWISE_CONV_2D, 0, 1, 2, 3)
 
 
 def _correlated_inputs(rng, positions: int, width: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 An SSD converts to TFLite with two outputs, box encodings ``[1, A, 4]`` and class scores
 ``[1, A, C + 1]`` (float, or int8 / uint8 after quantization). :func:`append_postprocess`
-edits the converted flatbuffer (with ``tensorflow.lite.tools.flatbuffer_utils``): it adds the
+edits the converted flatbuffer (with :mod:`quant.tflite_edit`): it adds the
 anchors as a constant (float32, or uint8 like the box encodings), the custom op with its
 flexbuffer attributes, and its four
 float32 outputs (boxes, classes, scores, count) as the model outputs, as the OD API's
@@ -20,20 +20,29 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import tflite
 
 from edgeq.errors import BadInputError
+from edgetpu.tflite_model import DETECTION_POSTPROCESS
 from quant.detection.pipeline_config import SsdConfig
+from quant.tflite_edit import (
+    add_tensor,
+    affine_quantization,
+    builtin_code,
+    custom_code,
+    new_operator,
+    read_model,
+    tensor_name,
+    write_model,
+)
 
-OP_NAME = "TFLite_Detection_PostProcess"
-OUTPUT_NAMES = (OP_NAME, f"{OP_NAME}:1", f"{OP_NAME}:2", f"{OP_NAME}:3")
-_CUSTOM = 32  # BuiltinOperator.CUSTOM
-_DEQUANTIZE = 6  # BuiltinOperator.DEQUANTIZE
-_FLOAT32 = 0  # TensorType.FLOAT32
-_UINT8, _INT8 = 3, 9  # TensorType
-_QUANTIZE = 114  # BuiltinOperator.QUANTIZE
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT, OperatorT
+
+OUTPUT_NAMES = tuple(DETECTION_POSTPROCESS + suffix for suffix in ("", ":1", ":2", ":3"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +94,8 @@ class PostProcessSettings:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {k: v for k, v in stored.items() if k in fields}
         if "num_classes" not in values:
-            raise BadInputError(f"{OP_NAME} options have no num_classes: {sorted(stored)}")
+            raise BadInputError(
+                f"{DETECTION_POSTPROCESS} options have no num_classes: {sorted(stored)}")
         return cls(**values)
 
 
@@ -118,43 +128,31 @@ def append_postprocess(model_bytes: bytes, head: DetectionHead,
     Raises:
         BadInputError: the model already has the op, or its outputs do not match the head.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    model = read_model(model_bytes)
     if find_postprocess(model) is not None:
-        raise BadInputError(f"the model already ends with {OP_NAME}")
+        raise BadInputError(f"the model already ends with {DETECTION_POSTPROCESS}")
     graph = model.subgraphs[0]
-    boxes, scores = _find_head_inputs(model, graph, head)
-    if exact_anchors and graph.tensors[boxes].type == _UINT8:
-        boxes = _add_unary(model, graph, boxes, _DEQUANTIZE, "_float", _FLOAT32, None)
-    anchor_index = _add_anchors(model, graph, schema, head.anchors, graph.tensors[boxes].type)
+    boxes, scores = _find_head_inputs(model, head)
+    if exact_anchors and graph.tensors[boxes].type == tflite.TensorType.UINT8:
+        boxes = _add_unary(model, boxes, tflite.BuiltinOperator.DEQUANTIZE, "_float",
+                           tflite.TensorType.FLOAT32, None)
+    anchor_index = _add_anchors(model, head.anchors, graph.tensors[boxes].type)
     count = head.settings.max_detections * head.settings.max_classes_per_detection
     shapes = ([1, count, 4], [1, count], [1, count], [1])
-    outputs = [add_tensor(model, graph, schema, name, shape)
+    outputs = [add_tensor(model, name, shape)
                for name, shape in zip(OUTPUT_NAMES, shapes, strict=True)]
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
-    code.customCode = OP_NAME
-    code.version = 1
-    model.operatorCodes.append(code)
-    op = schema.OperatorT()
-    op.opcodeIndex = len(model.operatorCodes) - 1
-    op.inputs = np.array([boxes, scores, anchor_index], np.int32)
-    op.outputs = np.array(outputs, np.int32)
+    op = new_operator(model, tflite.BuiltinOperator.CUSTOM, [boxes, scores, anchor_index],
+                      outputs, custom=DETECTION_POSTPROCESS)
     op.customOptions = np.frombuffer(head.settings.to_flexbuffer(), np.uint8)
-    op.customOptionsFormat = 0  # FLEXBUFFERS
+    op.customOptionsFormat = tflite.CustomOptionsFormat.FLEXBUFFERS
     graph.operators.append(op)
     graph.outputs = np.array(outputs, np.int32)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return write_model(model)
 
 
 def read_postprocess(model_bytes: bytes) -> PostProcessSettings | None:
     """Return the settings of the model's ``TFLite_Detection_PostProcess`` op, or None."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-    op = find_postprocess(model)
+    op = find_postprocess(read_model(model_bytes))
     return None if op is None else PostProcessSettings.from_flexbuffer(op.customOptions)
 
 
@@ -164,33 +162,31 @@ def replace_postprocess_settings(model_bytes: bytes, **changes: Any) -> bytes:
     Raises:
         BadInputError: the model has no such op, or a name is not an attribute.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    model = read_model(model_bytes)
     op = find_postprocess(model)
     if op is None:
-        raise BadInputError(f"the model has no {OP_NAME} op")
+        raise BadInputError(f"the model has no {DETECTION_POSTPROCESS} op")
     try:
         settings = dataclasses.replace(
             PostProcessSettings.from_flexbuffer(op.customOptions), **changes)
     except TypeError as exc:
-        raise BadInputError(f"{OP_NAME}: {exc}") from exc
+        raise BadInputError(f"{DETECTION_POSTPROCESS}: {exc}") from exc
     op.customOptions = np.frombuffer(settings.to_flexbuffer(), np.uint8)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return write_model(model)
 
 
-def find_postprocess(model: Any) -> Any:
-    """Return the ``TFLite_Detection_PostProcess`` OperatorT of a model object, or None."""
+def find_postprocess(model: ModelT) -> OperatorT | None:
+    """Return the ``TFLite_Detection_PostProcess`` op of a model object, or None."""
     for graph in model.subgraphs:
         for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex].customCode
-            if code and (code.decode() if isinstance(code, bytes) else code) == OP_NAME:
+            if custom_code(model, op) == DETECTION_POSTPROCESS:
                 return op
     return None
 
 
-def _find_head_inputs(model: Any, graph: Any, head: DetectionHead) -> tuple[int, int]:
+def _find_head_inputs(model: ModelT, head: DetectionHead) -> tuple[int, int]:
     """Return the tensor indices feeding the op: box encodings and class scores."""
+    graph = model.subgraphs[0]
     num_anchors = len(head.anchors)
     slots = head.settings.num_classes + 1
     boxes = scores = None
@@ -207,71 +203,48 @@ def _find_head_inputs(model: Any, graph: Any, head: DetectionHead) -> tuple[int,
             f"scores [1, {num_anchors}, {slots}]; was it built from the same pipeline.config?"
         )
     return tuple(  # type: ignore[return-value]
-        _as_uint8(model, graph, _bypass_dequantize(model, graph, index))
-        for index in (boxes, scores)
+        _as_uint8(model, _bypass_dequantize(model, index)) for index in (boxes, scores)
     )
 
 
-def _as_uint8(model: Any, graph: Any, tensor: int) -> int:
+def _as_uint8(model: ModelT, tensor: int) -> int:
     """Return ``tensor``, or for an int8 tensor a uint8 copy made by a QUANTIZE op.
 
     The kernel reads float32 or uint8 inputs only; int8 -> uint8 (zero point + 128) is
     exact and QUANTIZE maps to the Edge TPU, so the op stays the only CPU op.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    source = graph.tensors[tensor]
-    if source.type != _INT8:
+    source = model.subgraphs[0].tensors[tensor]
+    if source.type != tflite.TensorType.INT8:
         return tensor
-    quantization = schema.QuantizationParametersT()
-    quantization.scale = np.array(source.quantization.scale, np.float32)
-    quantization.zeroPoint = np.array(source.quantization.zeroPoint, np.int64) + 128
-    return _add_unary(model, graph, tensor, _QUANTIZE, "_uint8", _UINT8, quantization)
+    quantization = affine_quantization(
+        source.quantization.scale, np.asarray(source.quantization.zeroPoint, np.int64) + 128)
+    return _add_unary(model, tensor, tflite.BuiltinOperator.QUANTIZE, "_uint8",
+                      tflite.TensorType.UINT8, quantization)
 
 
-def _add_unary(model: Any, graph: Any, tensor: int, builtin: int, suffix: str,
-               tensor_type: int, quantization: Any) -> int:
+def _add_unary(model: ModelT, tensor: int, builtin: int, suffix: str, tensor_type: int,
+               quantization: Any) -> int:
     """Add ``builtin`` (QUANTIZE / DEQUANTIZE) on ``tensor``; return its new output."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    source = graph.tensors[tensor]
-    index = add_tensor(model, graph, schema, f"{tensor_name(source)}{suffix}", source.shape,
-                        tensor_type=tensor_type, quantization=quantization)
-    op = schema.OperatorT()
-    op.opcodeIndex = opcode_index(model, schema, builtin)
-    op.inputs = np.array([tensor], np.int32)
-    op.outputs = np.array([index], np.int32)
-    graph.operators.append(op)
+    source = model.subgraphs[0].tensors[tensor]
+    index = add_tensor(model, f"{tensor_name(source)}{suffix}", source.shape,
+                       tensor_type=tensor_type, quantization=quantization)
+    model.subgraphs[0].operators.append(new_operator(model, builtin, [tensor], [index]))
     return index
 
 
-def opcode_index(model: Any, schema: Any, builtin: int) -> int:
-    """Return the index of a builtin operator code (version 1), adding it if needed."""
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _bypass_dequantize(model: Any, graph: Any, tensor: int) -> int:
+def _bypass_dequantize(model: ModelT, tensor: int) -> int:
     """Return the quantized input of a DEQUANTIZE producing ``tensor`` (dropping the op)."""
-    for position, op in enumerate(graph.operators):
+    operators = model.subgraphs[0].operators
+    for position, op in enumerate(operators):
         if tensor in op.outputs:
-            if max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                   model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) != _DEQUANTIZE:
+            if builtin_code(model, op) != tflite.BuiltinOperator.DEQUANTIZE:
                 return tensor
-            del graph.operators[position]
+            del operators[position]
             return int(op.inputs[0])
     return tensor
 
 
-def _add_anchors(model: Any, graph: Any, schema: Any, anchors: np.ndarray,
-                 box_type: int) -> int:
+def _add_anchors(model: ModelT, anchors: np.ndarray, box_type: int) -> int:
     """Add the anchors constant in the box encodings' type (the kernel reads them so).
 
     With uint8 box encodings the op dequantizes the anchors with the same code path, so
@@ -279,14 +252,11 @@ def _add_anchors(model: Any, graph: Any, schema: Any, anchors: np.ndarray,
     OD API's quantized exports.
     """
     anchors = np.asarray(anchors, np.float32)
-    if box_type != _UINT8:
-        return add_tensor(model, graph, schema, "anchors", anchors.shape, anchors.tobytes())
+    if box_type != tflite.TensorType.UINT8:
+        return add_tensor(model, "anchors", anchors.shape, anchors.tobytes())
     codes, scale = quantized_anchors(anchors)
-    quantization = schema.QuantizationParametersT()
-    quantization.scale = np.array([scale], np.float32)
-    quantization.zeroPoint = np.array([0], np.int64)
-    return add_tensor(model, graph, schema, "anchors", anchors.shape, codes.tobytes(),
-                       box_type, quantization)
+    return add_tensor(model, "anchors", anchors.shape, codes.tobytes(), box_type,
+                      affine_quantization([scale], [0]))
 
 
 def quantized_anchors(anchors: np.ndarray) -> tuple[np.ndarray, float]:
@@ -318,26 +288,3 @@ def anchor_offsets(head: DetectionHead) -> np.ndarray:
     return np.where(np.concatenate([usable, usable], axis=1),
                     np.concatenate([centres, size_scales * log_ratio], axis=1),
                     0.0).astype(np.float32)
-
-
-def tensor_name(tensor: Any) -> str:
-    """Return a TensorT's name as text (flatbuffer_utils reads names as bytes)."""
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
-
-
-def add_tensor(model: Any, graph: Any, schema: Any, name: str, shape: Any,
-                data: bytes | None = None, tensor_type: int = _FLOAT32,
-                quantization: Any = None) -> int:
-    """Add a tensor (a constant when ``data`` is given) to ``graph``; return its index."""
-    buffer = schema.BufferT()
-    if data is not None:
-        buffer.data = np.frombuffer(data, np.uint8)
-    model.buffers.append(buffer)
-    tensor = schema.TensorT()
-    tensor.name = name
-    tensor.shape = np.array(list(shape), np.int32)
-    tensor.type = tensor_type
-    tensor.quantization = quantization
-    tensor.buffer = len(model.buffers) - 1
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1

@@ -16,13 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeq.errors import BadInputError
+from quant.detection.postprocess import OUTPUT_NAMES
 from quant.fetch import extract, is_archive
 
 GRAPH_FILE = "tflite_graph.pb"
 INPUT_NAME = "normalized_input_image_tensor"
-OUTPUT_NAMES = tuple(
-    ["TFLite_Detection_PostProcess"] + [f"TFLite_Detection_PostProcess:{i}" for i in (1, 2, 3)]
-)
 INPUT_STATS = (128.0, 128.0)  # (mean, std) of the uint8 input: [-1, 1] floats
 
 

@@ -2,11 +2,14 @@
 
 ``quantize_model(float_model, calibration, options)`` runs: optional cross-layer
 equalization (:mod:`.equalize`), calibration (:func:`.convert.calibrate`), activation range
-choice (:mod:`.ranges`), Hessian-aware weight rounding and bias correction
-(:mod:`.weights`), HARD_SWISH lowered to Edge TPU ops (:mod:`.hard_swish`), for
-detectors the anchor offsets (:mod:`.box_offsets`), full-int8
-quantization and the I/O type (:mod:`.convert`), and the Edge
-TPU compatibility check (:mod:`.compat`). ``save`` writes the ``.tflite`` with its JSON
+choice (:mod:`.ranges`), raw-pixel input (:mod:`.pixel_input`), Hessian-aware weight
+rounding and bias correction (:mod:`.weights`), HARD_SWISH lowered to Edge TPU ops
+(:mod:`.hard_swish`), for detectors the anchor offsets (:mod:`.box_offsets`), full-int8
+quantization and the I/O type (:mod:`.convert`), for detectors the post-processing op
+(:mod:`quant.detection.postprocess`), and the Edge TPU compatibility check (:mod:`.compat`).
+The stages between calibration and quantization edit one mutable model
+(:mod:`quant.tflite_edit`), read once from the calibrated flatbuffer and serialized once for
+the quantizer. ``save`` writes the ``.tflite`` with its JSON
 sidecar and Markdown summary (:mod:`.sidecar`), atomically.
 """
 
@@ -30,6 +33,7 @@ from quant.ptq import (
     weights,
 )
 from quant.ptq.sidecar import QuantizedModel, save
+from quant.tflite_edit import io_tensors, read_model, write_model
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]
 
@@ -70,28 +74,25 @@ def quantize_model(float_model: FloatModel, calibration: CalibrationSet,
     calibrated = convert.calibrate(keras_model, calibrating)
     timings["calibrate_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
+    edited = read_model(calibrated)
     sample = [x for x, _ in zip(inputs(), range(options.range_images), strict=False)]
-    new_ranges = ranges.choose_ranges(calibrated, sample, options.ranges,
-                                      skip=compat.io_tensors(calibrated))
-    if new_ranges:
-        calibrated = ranges.with_ranges(calibrated, new_ranges)
-    calibrated = pixel_input.exact_pixel_input(calibrated, float_model.preprocess,
-                                               options.io_type)
+    new_ranges = ranges.choose_ranges(edited, sample, options.ranges, skip=io_tensors(edited))
+    ranges.set_ranges(edited, new_ranges)
+    pixel_input.exact_pixel_input(edited, float_model.preprocess, options.io_type)
     timings["ranges_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     stats_inputs = (x for x, _ in zip(inputs(), range(options.stats_images), strict=False))
-    calibrated, weight_report = weights.adjust_weights(
-        calibrated, stats_inputs, options.per_tensor, options.rounding,
+    weight_report = weights.adjust_weights(
+        edited, stats_inputs, options.per_tensor, options.rounding,
         options.corrects_bias(float_model.task))
     timings["weights_s"] = time.perf_counter() - mark
-    calibrated = hard_swish.lower_hard_swish(calibrated)
+    hard_swish.lower_hard_swish(edited)
     if float_model.task == "detect" and options.io_type != "float" and not options.exact_anchors:
         from quant.detection.postprocess import anchor_offsets
 
-        calibrated = box_offsets.add_box_offsets(
-            calibrated, anchor_offsets(float_model.postprocess))
+        box_offsets.add_box_offsets(edited, anchor_offsets(float_model.postprocess))
     mark = time.perf_counter()
-    model = convert.quantize(calibrated, options.io_type, options.per_tensor)
+    model = convert.quantize(write_model(edited), options.io_type, options.per_tensor)
     if float_model.task == "detect":
         from quant.detection.postprocess import append_postprocess
 

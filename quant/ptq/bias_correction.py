@@ -9,8 +9,9 @@ subtracting it from the float bias makes the quantized layer unbiased on that da
 from __future__ import annotations
 
 import numpy as np
+import tflite
 
-from quant.ptq.layers import CONV_2D, DEPTHWISE_CONV_2D, WeightedLayer
+from quant.ptq.layers import WeightedLayer
 
 
 def output_shift(weight_error: np.ndarray, mean_input: np.ndarray,
@@ -22,9 +23,9 @@ def output_shift(weight_error: np.ndarray, mean_input: np.ndarray,
         mean_input: the layer's mean input patch (:class:`~quant.ptq.statistics.LayerStats`).
         layer: the layer.
     """
-    if layer.kind == CONV_2D:
+    if layer.kind == tflite.BuiltinOperator.CONV_2D:
         return np.einsum("ohwi,hwi->o", weight_error, mean_input)
-    if layer.kind == DEPTHWISE_CONV_2D:
+    if layer.kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D:
         return np.einsum("hwc,hwc->c", weight_error[0], mean_input)
     return weight_error @ mean_input
 

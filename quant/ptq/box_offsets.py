@@ -11,44 +11,42 @@ other op, and it runs on the Edge TPU.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import tflite
 
-from quant.detection.postprocess import add_tensor, opcode_index, tensor_name
-from quant.ptq.ranges import read_model, write_model
+from quant.tflite_edit import add_tensor, new_operator, range_quantization, tensor_name
 
-_ADD = 0  # BuiltinOperator.ADD
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT
 
 
-def add_box_offsets(calibrated: bytes, offsets: np.ndarray) -> bytes:
-    """Return the calibrated model with ``offsets`` [A, 4] added to its box encodings output.
+def add_box_offsets(model: ModelT, offsets: np.ndarray) -> ModelT:
+    """Add ``offsets`` [A, 4] to the box encodings output of the calibrated ``model``.
 
     The output [1, A, 4] is found by shape; its calibrated range is widened by the offsets'
-    range. A model without such an output is returned unchanged.
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
+    range. A model without such an output is left unchanged.
 
-    model = read_model(calibrated)
+    Returns:
+        ``model``, edited in place.
+    """
     graph = model.subgraphs[0]
     shape = [1, *offsets.shape]
     matches = [i for i, t in enumerate(graph.outputs)
                if [int(s) for s in graph.tensors[t].shape] == shape]
     if len(matches) != 1:
-        return calibrated
+        return model
     position = matches[0]
     boxes = graph.tensors[graph.outputs[position]]
-    constant = add_tensor(model, graph, schema, "box_offsets", shape,
+    constant = add_tensor(model, "box_offsets", shape,
                           np.asarray(offsets, np.float32).reshape(shape).tobytes())
-    quantization = schema.QuantizationParametersT()
-    quantization.min = [float(boxes.quantization.min[0]) + float(offsets.min())]
-    quantization.max = [float(boxes.quantization.max[0]) + float(offsets.max())]
-    output = add_tensor(model, graph, schema, tensor_name(boxes) + "_offset", shape,
-                        quantization=quantization)
-    op = schema.OperatorT()
-    op.opcodeIndex = opcode_index(model, schema, _ADD)
-    op.inputs = np.array([graph.outputs[position], constant], np.int32)
-    op.outputs = np.array([output], np.int32)
-    op.builtinOptionsType = schema.BuiltinOptions.AddOptions
-    op.builtinOptions = schema.AddOptionsT()
-    graph.operators.append(op)
+    output = add_tensor(model, tensor_name(boxes) + "_offset", shape,
+                        quantization=range_quantization(
+                            float(boxes.quantization.min[0]) + float(offsets.min()),
+                            float(boxes.quantization.max[0]) + float(offsets.max())))
+    graph.operators.append(new_operator(model, tflite.BuiltinOperator.ADD,
+                                        [graph.outputs[position], constant], [output],
+                                        "AddOptions"))
     graph.outputs[position] = output
-    return write_model(model)
+    return model

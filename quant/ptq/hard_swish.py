@@ -11,65 +11,46 @@ step as the output), so the quantizer gives them int8 parameters like any other 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import tflite
 
-from quant.detection.postprocess import add_tensor, opcode_index, tensor_name
-from quant.ptq.layers import builtin_code
-from quant.ptq.ranges import read_model, write_model
+from quant.tflite_edit import (
+    add_tensor,
+    builtin_code,
+    new_operator,
+    range_quantization,
+    tensor_name,
+)
 
-_ADD, _MUL, _HARD_SWISH = 0, 18, 117  # BuiltinOperator
-_RELU6 = 3  # ActivationFunctionType
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT
 
 
-def lower_hard_swish(calibrated: bytes) -> bytes:
-    """Return the calibrated model with every HARD_SWISH lowered (unchanged without any)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = read_model(calibrated)
+def lower_hard_swish(model: ModelT) -> ModelT:
+    """Lower every HARD_SWISH of the calibrated ``model``; return ``model`` (edited in place)."""
     graph = model.subgraphs[0]
     positions = [i for i, op in enumerate(graph.operators)
-                 if builtin_code(model, op) == _HARD_SWISH]
+                 if builtin_code(model, op) == tflite.BuiltinOperator.HARD_SWISH]
     if not positions:
-        return calibrated
-    three = _scalar(model, graph, schema, "hard_swish/three", 3.0)
-    sixth = _scalar(model, graph, schema, "hard_swish/one_sixth", 1.0 / 6.0)
+        return model
+    three = add_tensor(model, "hard_swish/three", [1], np.float32([3.0]).tobytes())
+    sixth = add_tensor(model, "hard_swish/one_sixth", [1], np.float32([1.0 / 6.0]).tobytes())
     for position in reversed(positions):
         op = graph.operators[position]
         x, y = int(op.inputs[0]), int(op.outputs[0])
         low, high = graph.tensors[y].quantization.min[0], graph.tensors[y].quantization.max[0]
-        name = tensor_name(graph.tensors[y])
-        gate = _activation(model, graph, schema, f"{name}/gate", graph.tensors[x].shape, 0.0, 6.0)
-        product = _activation(model, graph, schema, f"{name}/times_6", graph.tensors[x].shape,
-                              6.0 * low, 6.0 * high)
-        add_options = schema.AddOptionsT()
-        add_options.fusedActivationFunction = _RELU6
+        name, shape = tensor_name(graph.tensors[y]), graph.tensors[x].shape
+        gate = add_tensor(model, f"{name}/gate", shape,
+                          quantization=range_quantization(0.0, 6.0))
+        product = add_tensor(model, f"{name}/times_6", shape,
+                             quantization=range_quantization(6.0 * low, 6.0 * high))
         graph.operators[position:position + 1] = [
-            _op(model, schema, _ADD, [x, three], gate, schema.BuiltinOptions.AddOptions,
-                add_options),
-            _op(model, schema, _MUL, [x, gate], product, schema.BuiltinOptions.MulOptions,
-                schema.MulOptionsT()),
-            _op(model, schema, _MUL, [product, sixth], y, schema.BuiltinOptions.MulOptions,
-                schema.MulOptionsT()),
+            new_operator(model, tflite.BuiltinOperator.ADD, [x, three], [gate], "AddOptions",
+                         fusedActivationFunction=tflite.ActivationFunctionType.RELU6),
+            new_operator(model, tflite.BuiltinOperator.MUL, [x, gate], [product], "MulOptions"),
+            new_operator(model, tflite.BuiltinOperator.MUL, [product, sixth], [y],
+                         "MulOptions"),
         ]
-    return write_model(model)
-
-
-def _scalar(model, graph, schema, name: str, value: float) -> int:
-    return add_tensor(model, graph, schema, name, [1], np.float32([value]).tobytes())
-
-
-def _activation(model, graph, schema, name: str, shape, low: float, high: float) -> int:
-    quantization = schema.QuantizationParametersT()
-    quantization.min, quantization.max = [float(low)], [float(high)]
-    return add_tensor(model, graph, schema, name, shape, quantization=quantization)
-
-
-def _op(model, schema, builtin: int, inputs: list[int], output: int, options_type: int,
-        options):
-    op = schema.OperatorT()
-    op.opcodeIndex = opcode_index(model, schema, builtin)
-    op.inputs = np.array(inputs, np.int32)
-    op.outputs = np.array([output], np.int32)
-    op.builtinOptionsType = options_type
-    op.builtinOptions = options
-    return op
+    return model

@@ -1,8 +1,9 @@
-"""The weighted layers of a calibrated float model: read and write their weights and biases.
+"""The weighted layers of a calibrated float model: find them, and cut their input patches.
 
 Between calibration and quantization the model is a float flatbuffer with BatchNorm folded
 into the convolutions. Weight edits (bias correction, Hessian-aware rounding) work here, on
-the very tensors the quantizer will turn into int8.
+the very tensors the quantizer will turn into int8 (read and written with
+:func:`quant.tflite_edit.get_array` and :func:`quant.tflite_edit.set_array`).
 
 Layouts (TFLite): CONV_2D weights [out, kh, kw, in]; DEPTHWISE_CONV_2D [1, kh, kw, out];
 FULLY_CONNECTED [out, in].
@@ -11,12 +12,18 @@ FULLY_CONNECTED [out, in].
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
+import tflite
 
-CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED = 3, 4, 9  # BuiltinOperator
-_FLOAT32 = 0  # TensorType
-_SAME = 0  # Padding
+from quant.tflite_edit import builtin_code
+
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT, TensorT
+
+_WEIGHTED = (tflite.BuiltinOperator.CONV_2D, tflite.BuiltinOperator.DEPTHWISE_CONV_2D,
+             tflite.BuiltinOperator.FULLY_CONNECTED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +32,8 @@ class WeightedLayer:
 
     Attributes:
         op_index: position of the op in the main subgraph.
-        kind: ``CONV_2D``, ``DEPTHWISE_CONV_2D`` or ``FULLY_CONNECTED`` (builtin code).
+        kind: ``CONV_2D``, ``DEPTHWISE_CONV_2D`` or ``FULLY_CONNECTED``
+            (``tflite.BuiltinOperator``).
         input: the activation tensor it reads.
         output: the tensor it writes.
         weights: weight tensor index.
@@ -48,60 +56,38 @@ class WeightedLayer:
     @property
     def channel_axis(self) -> int:
         """Return the weights' output-channel axis."""
-        return 3 if self.kind == DEPTHWISE_CONV_2D else 0
+        return 3 if self.kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D else 0
 
 
-def builtin_code(model_object, op) -> int:
-    """Return the builtin operator code of ``op``."""
-    code = model_object.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-
-def weighted_layers(model_object) -> list[WeightedLayer]:
+def weighted_layers(model_object: ModelT) -> list[WeightedLayer]:
     """Return the convolutions and fully-connected ops with constant float weights and bias."""
     graph = model_object.subgraphs[0]
     found = []
     for index, op in enumerate(graph.operators):
         kind = builtin_code(model_object, op)
-        if kind not in (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) or len(op.inputs) < 3 \
-                or op.inputs[2] < 0:
+        if kind not in _WEIGHTED or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
         weights, bias = graph.tensors[op.inputs[1]], graph.tensors[op.inputs[2]]
-        if weights.type != _FLOAT32 or bias.type != _FLOAT32 \
+        if weights.type != tflite.TensorType.FLOAT32 or bias.type != tflite.TensorType.FLOAT32 \
                 or not _has_data(model_object, weights) or not _has_data(model_object, bias):
             continue
-        if kind == DEPTHWISE_CONV_2D and weights.shape[3] != graph.tensors[op.inputs[0]].shape[3]:
+        depthwise = kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D
+        if depthwise and weights.shape[3] != graph.tensors[op.inputs[0]].shape[3]:
             continue  # depth multiplier > 1: not handled by the weight edits
         options = op.builtinOptions
         extra = {}
-        if kind != FULLY_CONNECTED:
+        if kind != tflite.BuiltinOperator.FULLY_CONNECTED:
             extra = {"stride": (int(options.strideH), int(options.strideW)),
                      "dilation": (int(options.dilationHFactor), int(options.dilationWFactor)),
-                     "same_padding": int(options.padding) == _SAME}
+                     "same_padding": int(options.padding) == tflite.Padding.SAME}
         found.append(WeightedLayer(index, kind, int(op.inputs[0]), int(op.outputs[0]),
                                    int(op.inputs[1]), int(op.inputs[2]), **extra))
     return found
 
 
-def _has_data(model_object, tensor) -> bool:
+def _has_data(model_object: ModelT, tensor: TensorT) -> bool:
     data = model_object.buffers[tensor.buffer].data
     return data is not None and len(data) > 0
-
-
-def get_array(model_object, tensor_index: int) -> np.ndarray:
-    """Return a copy of a constant float tensor."""
-    tensor = model_object.subgraphs[0].tensors[tensor_index]
-    data = bytes(model_object.buffers[tensor.buffer].data)
-    return np.frombuffer(data, np.float32).reshape(tensor.shape).copy()
-
-
-def set_array(model_object, tensor_index: int, values: np.ndarray) -> None:
-    """Replace a constant float tensor's values (same shape)."""
-    tensor = model_object.subgraphs[0].tensors[tensor_index]
-    values = np.ascontiguousarray(values, np.float32)
-    if tuple(values.shape) != tuple(tensor.shape):
-        raise ValueError(f"shape {values.shape} does not match tensor {tuple(tensor.shape)}")
-    model_object.buffers[tensor.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
 
 
 def patches(activation: np.ndarray, layer: WeightedLayer, kernel: tuple[int, int]) -> np.ndarray:

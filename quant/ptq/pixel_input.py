@@ -11,62 +11,62 @@ that read the input (``b -= delta * sum(W)``; exact except at zero-padded border
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import tflite
 
 from edgeq.images import Preprocess
-from quant.ptq.ranges import read_model, write_model
+from quant.tflite_edit import builtin_code, get_array, set_array, set_range
 
-_CONV, _DEPTHWISE = 3, 4  # BuiltinOperator
-_FLOAT32 = 0  # TensorType
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT, OperatorT
 
-
-def _buffer(model_object, tensor) -> np.ndarray:
-    data = model_object.buffers[tensor.buffer].data
-    return np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
+_CONVOLUTIONS = (tflite.BuiltinOperator.CONV_2D, tflite.BuiltinOperator.DEPTHWISE_CONV_2D)
 
 
-def exact_pixel_input(calibrated: bytes, preprocess: Preprocess, io_type: str) -> bytes:
-    """Return ``calibrated`` with its input range and first-layer biases set for raw pixels.
+def exact_pixel_input(model: ModelT, preprocess: Preprocess, io_type: str) -> ModelT:
+    """Set the input range and first-layer biases of the calibrated ``model`` for raw pixels.
 
     Only for uint8 I/O (raw pixels); unchanged when the channels have different std, or the
     input feeds anything but convolutions with float weights and bias. int8 inputs are fed
     by quantizing the normalized image, which needs no such shift.
+
+    Returns:
+        ``model``, edited in place.
     """
     std = set(preprocess.std)
     if io_type != "uint8" or len(std) != 1:
-        return calibrated
+        return model
     scale = 1.0 / std.pop()
     zero_point = np.round(np.asarray(preprocess.mean, np.float64))
     if len(set(zero_point)) != 1:
-        return calibrated
+        return model
     delta = (np.asarray(preprocess.mean, np.float64) - zero_point) * scale
-    model_object = read_model(calibrated)
-    graph = model_object.subgraphs[0]
+    graph = model.subgraphs[0]
     input_index = int(graph.inputs[0])
     readers = [op for op in graph.operators if input_index in op.inputs]
+    if not all(_float_convolution(model, op) for op in readers):
+        return model
     for op in readers:
-        code = model_object.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin not in (_CONV, _DEPTHWISE) or len(op.inputs) < 3 or op.inputs[2] < 0 \
-                or graph.tensors[op.inputs[1]].type != _FLOAT32:
-            return calibrated
-    for op in readers:
-        weights = _buffer(model_object, graph.tensors[op.inputs[1]])
-        bias_tensor = graph.tensors[op.inputs[2]]
-        bias = _buffer(model_object, bias_tensor).astype(np.float64)
+        weights = get_array(model, op.inputs[1])
+        bias = get_array(model, op.inputs[2]).astype(np.float64)
         # CONV_2D weights are [out, kh, kw, in]; DEPTHWISE_CONV_2D [1, kh, kw, out].
         per_input = weights.sum(axis=(1, 2))
-        code = model_object.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == _DEPTHWISE:
+        if builtin_code(model, op) == tflite.BuiltinOperator.DEPTHWISE_CONV_2D:
             multiplier = per_input.shape[-1] // len(delta)
             shift = per_input[0] * np.repeat(delta, multiplier)
         else:
             shift = per_input @ delta
-        corrected = (bias - shift).astype(np.float32)
-        model_object.buffers[bias_tensor.buffer].data = np.frombuffer(corrected.tobytes(),
-                                                                      np.uint8)
+        set_array(model, op.inputs[2], (bias - shift).astype(np.float32))
     low = (0 - zero_point[0]) * scale
     high = (255 - zero_point[0]) * scale
-    stats = graph.tensors[input_index].quantization
-    stats.min, stats.max = [float(low)], [float(high)]
-    return write_model(model_object)
+    set_range(graph.tensors[input_index].quantization, float(low), float(high))
+    return model
+
+
+def _float_convolution(model: ModelT, op: OperatorT) -> bool:
+    """Return True for a convolution with float weights and a bias."""
+    if builtin_code(model, op) not in _CONVOLUTIONS or len(op.inputs) < 3 or op.inputs[2] < 0:
+        return False
+    return model.subgraphs[0].tensors[op.inputs[1]].type == tflite.TensorType.FLOAT32

@@ -10,60 +10,46 @@ max clips values that other images reach (measured on SSD detection, see the REA
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import tflite
 
 from quant.modes import RangeMethod, parse
+from quant.ptq.statistics import interpreter_keeping_tensors
+from quant.tflite_edit import builtin_code, set_range
+from quant.tflite_edit import read_model as read_model  # re-export: quant.ptq.compat uses it
 
-_RELU6 = 3  # ActivationFunctionType.RELU6
-_RELU6_OP = 21  # BuiltinOperator.RELU6
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT
+
 _CLIP_FRACTIONS = np.linspace(0.3, 1.0, 36)
 
 
-def read_model(model: bytes):
-    """Return the mutable object model of a flatbuffer (TensorFlow's flatbuffer_utils)."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-
-
-def write_model(model_object) -> bytes:
-    """Serialise an object model back to flatbuffer bytes."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
-
-
-def calibrated_ranges(model: bytes) -> dict[int, tuple[float, float]]:
+def calibrated_ranges(model: ModelT) -> dict[int, tuple[float, float]]:
     """Return {tensor index: (min, max)} of the main subgraph's calibrated activations."""
-    graph = read_model(model).subgraphs[0]
     ranges = {}
-    for index, tensor in enumerate(graph.tensors):
+    for index, tensor in enumerate(model.subgraphs[0].tensors):
         quant = tensor.quantization
         if quant is not None and quant.min is not None and len(quant.min) == 1:
             ranges[index] = (float(quant.min[0]), float(quant.max[0]))
     return ranges
 
 
-def with_ranges(model: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
-    """Return ``model`` with the given tensors' calibrated (min, max) replaced."""
-    model_object = read_model(model)
-    tensors = model_object.subgraphs[0].tensors
+def set_ranges(model: ModelT, ranges: dict[int, tuple[float, float]]) -> None:
+    """Replace the given tensors' calibrated (min, max) in ``model``."""
+    tensors = model.subgraphs[0].tensors
     for index, (low, high) in ranges.items():
-        tensors[index].quantization.min = [float(low)]
-        tensors[index].quantization.max = [float(high)]
-    return write_model(model_object)
+        set_range(tensors[index].quantization, low, high)
 
 
-def relu6_outputs(model: bytes) -> list[int]:
+def relu6_outputs(model: ModelT) -> list[int]:
     """Return the tensors produced by ReLU6 (fused into an op, or a RELU6 op)."""
-    model_object = read_model(model)
-    graph = model_object.subgraphs[0]
     found = []
-    for op in graph.operators:
-        code = model_object.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    for op in model.subgraphs[0].operators:
         fused = getattr(op.builtinOptions, "fusedActivationFunction", None)
-        if builtin == _RELU6_OP or fused == _RELU6:
+        if builtin_code(model, op) == tflite.BuiltinOperator.RELU6 \
+                or fused == tflite.ActivationFunctionType.RELU6:
             found.extend(int(t) for t in op.outputs)
     return found
 
@@ -90,19 +76,10 @@ def mse_range(values: np.ndarray, low: float, high: float) -> tuple[float, float
     return best
 
 
-def sample_activations(model: bytes, inputs: list[np.ndarray], tensors: list[int],
+def sample_activations(model: ModelT, inputs: list[np.ndarray], tensors: list[int],
                        per_image: int = 4096, seed: int = 0) -> dict[int, np.ndarray]:
     """Run the float ``model`` on ``inputs`` and sample values of the given tensors."""
-    import tempfile
-    from pathlib import Path
-
-    from edgetpu.runtime import make_interpreter
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "calibrated.tflite"
-        path.write_bytes(model)
-        interpreter = make_interpreter(path, preserve_all_tensors=True)
-        interpreter.allocate_tensors()
+    interpreter = interpreter_keeping_tensors(model)
     input_index = interpreter.get_input_details()[0]["index"]
     rng = np.random.default_rng(seed)
     samples: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
@@ -116,7 +93,7 @@ def sample_activations(model: bytes, inputs: list[np.ndarray], tensors: list[int
     return {t: np.concatenate(v) for t, v in samples.items()}
 
 
-def choose_ranges(model: bytes, inputs: list[np.ndarray], method: RangeMethod | str,
+def choose_ranges(model: ModelT, inputs: list[np.ndarray], method: RangeMethod | str,
                   skip: set[int] | None = None) -> dict[int, tuple[float, float]]:
     """Return new (min, max) per activation tensor by ``method`` (``minmax`` changes nothing).
 

@@ -20,8 +20,9 @@ peak shrinks the step, and the fraction with the least output error is kept.
 from __future__ import annotations
 
 import numpy as np
+import tflite
 
-from quant.ptq.layers import DEPTHWISE_CONV_2D, FULLY_CONNECTED, WeightedLayer
+from quant.ptq.layers import WeightedLayer
 
 _DAMP = 0.01  # fraction of the mean diagonal added to H (numerical stability)
 _BLOCK = 128
@@ -35,7 +36,7 @@ def weight_scales(weights: np.ndarray, layer: WeightedLayer, per_tensor: bool) -
     Fully-connected layers always get one scale (per-channel dense weights are disabled for
     the Edge TPU).
     """
-    if per_tensor or layer.kind == FULLY_CONNECTED:
+    if per_tensor or layer.kind == tflite.BuiltinOperator.FULLY_CONNECTED:
         peak = np.abs(weights).max()
         return np.full([1] * weights.ndim, max(peak, 1e-12) / 127.0)
     axes = tuple(i for i in range(weights.ndim) if i != layer.channel_axis)
@@ -49,13 +50,13 @@ def round_nearest(weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 def _rows(weights: np.ndarray, layer: WeightedLayer) -> np.ndarray:
     """Return weights as [channels, inputs] in the order of the input patches."""
-    if layer.kind == DEPTHWISE_CONV_2D:
+    if layer.kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D:
         return weights.reshape(-1, weights.shape[-1]).T
     return weights.reshape(weights.shape[0], -1)
 
 
 def _unrows(rows: np.ndarray, shape: tuple[int, ...], layer: WeightedLayer) -> np.ndarray:
-    if layer.kind == DEPTHWISE_CONV_2D:
+    if layer.kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D:
         return rows.T.reshape(shape)
     return rows.reshape(shape)
 
@@ -131,8 +132,8 @@ def round_layer(weights: np.ndarray, second_moment: np.ndarray, layer: WeightedL
     Returns:
         The rounded weights and how many channels kept plain rounding.
     """
-    depthwise = layer.kind == DEPTHWISE_CONV_2D
-    one_scale = per_tensor or layer.kind == FULLY_CONNECTED
+    depthwise = layer.kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D
+    one_scale = per_tensor or layer.kind == tflite.BuiltinOperator.FULLY_CONNECTED
     rows = _rows(weights, layer).astype(np.float64)
     count = rows.shape[0]
     peaks = np.abs(rows).max(axis=1, keepdims=True)

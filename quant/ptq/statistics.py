@@ -9,13 +9,17 @@ for depthwise convolutions.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import tflite
 
-from quant.ptq.layers import DEPTHWISE_CONV_2D, FULLY_CONNECTED, WeightedLayer, get_array, patches
+from quant.ptq.layers import WeightedLayer, patches
+from quant.tflite_edit import get_array, write_model
+
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT
 
 _MAX_POSITIONS = 1024  # input positions sampled per image for the second moment
 
@@ -40,35 +44,35 @@ class LayerStats:
 
 
 def _layer_patches(activation: np.ndarray, layer: WeightedLayer, weights_shape) -> np.ndarray:
-    if layer.kind == FULLY_CONNECTED:
+    if layer.kind == tflite.BuiltinOperator.FULLY_CONNECTED:
         return activation.reshape(-1, weights_shape[1])
     kernel = (weights_shape[1], weights_shape[2])
     return patches(activation.reshape(activation.shape[-3:]), layer, kernel)
 
 
-def collect(model: bytes, inputs: Iterable[np.ndarray], layers: list[WeightedLayer],
-            model_object, second_moment: bool = False, seed: int = 0) -> list[LayerStats]:
+def interpreter_keeping_tensors(model: ModelT) -> Any:
+    """Return an allocated interpreter of ``model`` whose every tensor stays readable."""
+    from edgetpu.runtime import make_interpreter
+
+    return make_interpreter(write_model(model), preserve_all_tensors=True)
+
+
+def collect(model: ModelT, inputs: Iterable[np.ndarray], layers: list[WeightedLayer],
+            second_moment: bool = False, seed: int = 0) -> list[LayerStats]:
     """Run the float ``model`` on ``inputs`` and accumulate each layer's input statistics.
 
     Args:
-        model: the calibrated float flatbuffer.
+        model: the calibrated float model.
         inputs: float model inputs [1, H, W, C].
         layers: the layers to measure (from :func:`quant.ptq.layers.weighted_layers`).
-        model_object: the object model of ``model`` (for the weight shapes).
         second_moment: also accumulate ``E[x x^T]`` (sampled positions).
         seed: position sampling seed.
 
     Returns:
         One :class:`LayerStats` per layer, in order.
     """
-    from edgetpu.runtime import make_interpreter
-
-    shapes = [get_array(model_object, layer.weights).shape for layer in layers]
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "calibrated.tflite"
-        path.write_bytes(model)
-        interpreter = make_interpreter(path, preserve_all_tensors=True)
-        interpreter.allocate_tensors()
+    shapes = [get_array(model, layer.weights).shape for layer in layers]
+    interpreter = interpreter_keeping_tensors(model)
     input_index = interpreter.get_input_details()[0]["index"]
     rng = np.random.default_rng(seed)
     stats: list[LayerStats | None] = [None] * len(layers)
@@ -85,14 +89,14 @@ def _accumulate(stats: LayerStats | None, cols: np.ndarray, layer: WeightedLayer
                 second_moment: bool, rng) -> LayerStats:
     cols = cols.astype(np.float64)
     if stats is None:
-        size = cols.shape[1] if layer.kind == FULLY_CONNECTED else None
+        size = cols.shape[1] if layer.kind == tflite.BuiltinOperator.FULLY_CONNECTED else None
         stats = LayerStats(mean=np.zeros(cols.shape[1:] if size is None else (size,)))
     stats.mean += cols.sum(axis=0)
     stats.count += cols.shape[0]
     if second_moment:
         if cols.shape[0] > _MAX_POSITIONS:
             cols = cols[rng.choice(cols.shape[0], _MAX_POSITIONS, replace=False)]
-        if layer.kind == DEPTHWISE_CONV_2D:
+        if layer.kind == tflite.BuiltinOperator.DEPTHWISE_CONV_2D:
             flat = cols.reshape(cols.shape[0], -1, cols.shape[-1])  # [p, k, c]
             moment = np.einsum("pkc,plc->ckl", flat, flat)
         else:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from quant.modes import Rounding, parse
 from quant.ptq import bias_correction, layers, rounding, statistics
-from quant.ptq.ranges import read_model, write_model
+from quant.tflite_edit import get_array, set_array
+
+if TYPE_CHECKING:
+    from tensorflow.lite.python.schema_py_generated import ModelT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,43 +40,41 @@ class WeightReport:
     images: int
 
 
-def adjust_weights(calibrated: bytes, inputs: Iterable[np.ndarray], per_tensor: bool,
+def adjust_weights(model: ModelT, inputs: Iterable[np.ndarray], per_tensor: bool,
                    rounding_method: Rounding | str = Rounding.HESSIAN,
-                   correct_bias: bool = True) -> tuple[bytes, WeightReport]:
-    """Return ``calibrated`` with rounded weights and / or corrected biases.
+                   correct_bias: bool = True) -> WeightReport:
+    """Round the weights and / or correct the biases of ``model`` (edited in place).
 
     Args:
-        calibrated: the calibrated float model (flatbuffer).
+        model: the calibrated float model.
         inputs: float model inputs [1, H, W, C] to measure layer inputs on.
         per_tensor: the weight granularity the quantizer will use.
         rounding_method: ``hessian`` (:mod:`.rounding`) or ``nearest`` (the converter's).
         correct_bias: apply :mod:`.bias_correction`.
 
     Returns:
-        The edited model and a report.
+        What was done.
     """
     rounding_method = parse(Rounding, rounding_method, "rounding")
     inputs = list(inputs)
-    model_object = read_model(calibrated)
-    found = layers.weighted_layers(model_object)
+    found = layers.weighted_layers(model)
     hessian = rounding_method == Rounding.HESSIAN
     if not found or not (hessian or correct_bias):
-        return calibrated, WeightReport(0, rounding_method, False, 0, 0)
-    stats = statistics.collect(calibrated, inputs, found, model_object, second_moment=hessian)
+        return WeightReport(0, rounding_method, False, 0, 0)
+    stats = statistics.collect(model, inputs, found, second_moment=hessian)
     kept = 0
     for layer, layer_stats in zip(found, stats, strict=True):
-        weights = layers.get_array(model_object, layer.weights)
+        weights = get_array(model, layer.weights)
         if hessian:
             quantized, nearest = rounding.round_layer(weights, layer_stats.second_moment, layer,
                                                       per_tensor)
             kept += nearest
-            layers.set_array(model_object, layer.weights, quantized)
+            set_array(model, layer.weights, quantized)
         else:
             quantized = rounding.round_nearest(
                 weights, rounding.weight_scales(weights, layer, per_tensor))
         if correct_bias:
-            bias = layers.get_array(model_object, layer.bias)
-            layers.set_array(model_object, layer.bias, bias_correction.corrected_bias(
+            bias = get_array(model, layer.bias)
+            set_array(model, layer.bias, bias_correction.corrected_bias(
                 bias, weights, quantized, layer_stats.mean, layer))
-    report = WeightReport(len(found), rounding_method, correct_bias, kept, len(inputs))
-    return write_model(model_object), report
+    return WeightReport(len(found), rounding_method, correct_bias, kept, len(inputs))
