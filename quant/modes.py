@@ -54,6 +54,13 @@ class TrainingDevice(enum.StrEnum):
     GPU = "gpu"
 
 
+class Engine(enum.StrEnum):
+    """Where validation batches run."""
+
+    LOCAL = "local"  # worker processes on this machine
+    RAY = "ray"  # Ray actors on a local Ray or a cluster
+
+
 class Method(enum.StrEnum):
     """Post-training quantization or quantization-aware fine-tuning."""
 

@@ -29,9 +29,12 @@ import sys
 from pathlib import Path
 
 from edgeq.errors import BadInputError, CheckFailedError, cli_entry
+from edgeq.images import cpu_count
+from edgeq.logs import add_verbose_argument
 from edgeq.outputs import check_out_dir
 from edgeq.paths import DEFAULT_OUT
 from quant.cli._args import add_preprocess_arguments, preprocess_options
+from quant.modes import Engine, choices
 
 PROG = "validate-quant"
 
@@ -62,13 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--max-drift", type=float, metavar="PTS",
                      help="exit 1 when the drift exceeds PTS percentage points")
-    run.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    run.add_argument("--threads", type=int, help="CPU threads in all (default: all cores), "
+                     "shared by the workers")
+    run.add_argument("--workers", type=int, default=cpu_count(),
+                     help="parallel interpreters, each in its own process (default: the "
+                          f"cores, {cpu_count()})")
+    run.add_argument("--engine", choices=choices(Engine), default=Engine.LOCAL,
+                     help="local worker processes (default) or Ray actors (pip install "
+                          "'edgetpu-quant[ray]')")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="a running Ray cluster for --engine ray (default: start a local "
+                          "one); model and images must be readable on every node")
     run.add_argument("--layer-images", type=int, default=8,
                      help="images for the per-layer error (default 8; 0 skips it)")
     run.add_argument("--latency-runs", type=int, default=50,
                      help="timed runs per model and thread count (default 50; 0 skips)")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
     run.add_argument("--json", type=Path, metavar="FILE", help="also write report.json here")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import matplotlib  # noqa: F401  (the report's plots; before any work, not after it)
 
-    for name in ("limit", "threads"):
+    for name in ("limit", "threads", "workers"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise BadInputError(f"--{name} must be positive, got {value}")
@@ -88,18 +102,23 @@ def main(argv: list[str] | None = None) -> int:
             raise BadInputError(f"--json {args.json}: this is a folder; pass a file name such "
                                 "as report.json")
         check_out_dir(args.json.parent, "--json")
+    if args.ray_address and args.engine != Engine.RAY:
+        raise BadInputError("--ray-address is for --engine ray")
     from quant.validate.pipeline import ValidateConfig, run_validation
     from quant.validate.report import write_report
+    from quant.validate.stream import Engine as Workers
 
+    out_dir = args.out / f"validate-{args.int8.stem}"
     config = ValidateConfig(
         int8=args.int8, data=args.data, float_ref=args.float_ref, labels=args.labels,
         annotations=args.annotations, max_drift=args.max_drift, limit=args.limit,
         layer_images=args.layer_images, latency_runs=args.latency_runs,
         num_threads=args.threads, device=args.device,
         preprocess_options=preprocess_options(args), label_offset=args.label_offset,
+        engine=Workers(args.workers, args.engine == Engine.RAY, args.ray_address),
+        work_dir=out_dir / "batches",
     )
     report = run_validation(config)
-    out_dir = args.out / f"validate-{args.int8.stem}"
     for path in write_report(report, out_dir, args.json):
         print(path)
     print(_summary(report), file=sys.stderr)

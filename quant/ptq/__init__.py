@@ -10,7 +10,8 @@ quantization and the I/O type (:mod:`.convert`), for detectors the post-processi
 The stages between calibration and quantization edit one mutable model
 (:mod:`quant.tflite_edit`), read once from the calibrated flatbuffer and serialized once for
 the quantizer. ``save`` writes the ``.tflite`` with its JSON
-sidecar and Markdown summary (:mod:`.sidecar`), atomically.
+sidecar and Markdown summary (:mod:`quant.sidecar`), atomically; the result is a
+:class:`~quant.ptq.result.QuantizedModel`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from quant.ptq import (
     ranges,
     weights,
 )
-from quant.ptq.sidecar import QuantizedModel, save
+from quant.ptq.result import QuantizedModel
+from quant.sidecar import save
 from quant.tflite_edit import io_tensors, read_model, write_model
 
 __all__ = ["QuantizeOptions", "QuantizedModel", "quantize_model", "save"]

@@ -8,16 +8,7 @@ the DEQUANTIZE of exact anchors).
 from __future__ import annotations
 
 from edgeq.errors import BadInputError
-
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
-
-
-def io_tensors(model: bytes) -> set[int]:
-    """Return the input and output tensor indices of the main subgraph."""
-    from quant.ptq.ranges import read_model
-
-    graph = read_model(model).subgraphs[0]
-    return {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+from edgetpu.tflite_model import DETECTION_POSTPROCESS
 
 
 def cpu_ops(io_type: str, exact_anchors: bool = False) -> set[str]:
@@ -37,7 +28,7 @@ def edgetpu_problems(model: bytes, allowed_on_cpu: set[str] | None = None) -> li
         model: the flatbuffer.
         allowed_on_cpu: op codes accepted on the CPU besides the detection post-processing.
     """
-    allowed = {POSTPROCESS_OP} | (allowed_on_cpu or set())
+    allowed = {DETECTION_POSTPROCESS} | (allowed_on_cpu or set())
     from edgetpu.analyze import analyze_model
 
     analysis = analyze_model(model)

@@ -18,7 +18,6 @@ import tflite
 from quant.modes import RangeMethod, parse
 from quant.ptq.statistics import interpreter_keeping_tensors
 from quant.tflite_edit import builtin_code, set_range
-from quant.tflite_edit import read_model as read_model  # re-export: quant.ptq.compat uses it
 
 if TYPE_CHECKING:
     from tensorflow.lite.python.schema_py_generated import ModelT

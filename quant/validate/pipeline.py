@@ -1,4 +1,9 @@
-"""The validation run: decode once, run both models, compute metrics, per-layer error, latency.
+"""The validation run: stream the images through both models, compute metrics, per-layer
+error, latency.
+
+Images are decoded and run in bounded batches by :mod:`quant.validate.stream` (worker
+processes or Ray actors, per-batch results kept for resuming), so memory does not grow with
+the image set.
 
 :func:`run_validation` returns a plain JSON-ready dict (the content of ``report.json``);
 :mod:`quant.validate.report` renders it.
@@ -6,8 +11,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,7 @@ from edgeq.sidecar import sidecar_path
 from edgetpu.runtime import cpu_count, list_edge_tpus
 from quant.preprocess import PreprocessOptions
 from quant.sidecar import Sidecar
-from quant.validate import detection, layers, metrics
+from quant.validate import detection, layers, metrics, stream
 from quant.validate.latency import measure_latency, model_size_bytes
 from quant.validate.reference import Reference, load_reference
 from quant.validate.runners import TfliteRunner
@@ -47,6 +54,9 @@ class ValidateConfig:
     device: str | None = None
     preprocess_options: Any = None
     label_offset: int | None = None
+    engine: stream.Engine = stream.Engine()
+    work_dir: Path | None = None
+    progress: bool = True
 
 
 def run_validation(config: ValidateConfig) -> dict[str, Any]:
@@ -168,35 +178,57 @@ def _classification(config: ValidateConfig, int8: TfliteRunner, reference: Refer
     if reference is None and images.labels is None:
         raise BadInputError("nothing to measure: give --labels (or a folder per class) or a "
                             f"float reference: {_reference_hint(config)}")
-    _log(f"decoding {len(images)} images once for both models")
-    pixels = data.decode_images(images.paths, int8.preprocess)
-    _log("running the int8 model")
-    int8_out = int8.classify(pixels)
+    if reference is not None and reference.runner.num_outputs != int8.num_outputs:
+        raise BadInputError(
+            f"the float model has {reference.runner.num_outputs} outputs and the int8 model "
+            f"{int8.num_outputs}; they do not classify the same classes"
+        )
+    labels = _labels(images, int8.num_outputs, config)
+    batches = [(batch,) for batch in stream.batched(images.paths)]
+    records = _run(config, "classify", batches, images.paths, int8, reference)
+    summary = metrics.classification_summary(records, labels[0] if labels else None)
     result: dict[str, Any] = {"task": "classify", "images": len(images),
-                              "num_outputs": int(int8_out.shape[1])}
-    labels = _labels(images, int8_out.shape[1], config)
-    result["label_offset"] = None if labels is None else int(labels[1])
-    result["int8"] = metrics.accuracies(int8_out, labels[0]) if labels else {}
+                              "num_outputs": int8.num_outputs,
+                              "label_offset": None if labels is None else int(labels[1]),
+                              "int8": summary.get("int8", {})}
     if reference is None:
         return result
-    _log(f"running the float reference ({reference.runner.kind})")
-    float_out = reference.runner.classify(pixels)
-    if float_out.shape[1] != int8_out.shape[1]:
-        raise BadInputError(
-            f"the float model has {float_out.shape[1]} outputs and the int8 model "
-            f"{int8_out.shape[1]}; they do not classify the same classes"
-        )
-    result["float"] = metrics.accuracies(float_out, labels[0]) if labels else {}
+    result["float"] = summary.get("float", {})
     if labels:
         result["top1_drop"] = result["float"]["top1"] - result["int8"]["top1"]
         result["top5_drop"] = result["float"]["top5"] - result["int8"]["top5"]
-    result.update(metrics.compare_outputs(float_out, int8_out))
-    result["disagreements"] = [
-        {"float": f, "int8": q, "count": n} for f, q, n in metrics.disagreements(float_out,
-                                                                                 int8_out)
-    ]
-    result["layers"] = _layers(config, reference, pixels, spec)
+    for key in ("agreement", "top5_overlap", "kl_mean", "output_sqnr_db"):
+        result[key] = summary[key]
+    result["disagreements"] = [{"float": f, "int8": q, "count": n}
+                               for (f, q), n in summary["disagreements"]]
+    result["layers"] = _layers(config, reference, images.paths, int8.preprocess, spec)
     return result
+
+
+def _run(config: ValidateConfig, method: str, batches: list[tuple], paths: Sequence[Path],
+         int8: TfliteRunner, reference: Reference | None) -> stream.Records:
+    """Stream ``batches`` through the int8 model and the reference; return the records.
+
+    A float ``.tflite`` reference runs in every worker; a Keras one only in this process.
+    """
+    in_process = reference is not None and reference.runner.kind != "tflite"
+    workers = 1 if in_process else max(1, min(config.engine.workers, len(batches)))
+    threads = max(1, (config.num_threads or cpu_count()) // workers)
+    models = stream.WorkerModels(config.int8, None if reference is None or in_process
+                                 else reference.tflite_path, int8.preprocess, threads,
+                                 config.device)
+    where = "Ray" if config.engine.ray and not in_process else "process"
+    _log(f"running {len(paths)} images in batches of {stream.BATCH_IMAGES} on {workers} "
+         f"{where}{'es' if where == 'process' and workers > 1 else ''} "
+         f"({threads} thread{'s' if threads > 1 else ''} each)")
+    store = None
+    if config.work_dir is not None:
+        identity = stream.run_identity(models, paths, method,
+                                       reference.source if reference else None)
+        store = stream.BatchStore(config.work_dir, identity)
+    engine = dataclasses.replace(config.engine, workers=workers)
+    return stream.run_batches(method, batches, models, engine, store,
+                              reference.runner if in_process else None, config.progress)
 
 
 def _labels(images: data.ImageList, num_outputs: int,
@@ -212,13 +244,15 @@ def _labels(images: data.ImageList, num_outputs: int,
     return labels, offset
 
 
-def _layers(config: ValidateConfig, reference: Reference, pixels: np.ndarray,
-            spec: Preprocess) -> dict[str, Any]:
+def _layers(config: ValidateConfig, reference: Reference, paths: Sequence[Path],
+            decode: Preprocess, spec: Preprocess) -> dict[str, Any]:
+    """Per-layer error on the first ``config.layer_images`` images (decoded with
+    ``decode``, the int8 model's preprocessing at its input size)."""
     if config.layer_images <= 0:
         return {"skipped": "disabled (--layer-images 0)"}
     if reference.tflite_path is None:
         return {"skipped": "the float reference has no .tflite to compare tensors with"}
-    sample = pixels[: config.layer_images]
+    sample = data.decode_images(paths[: config.layer_images], decode)
     _log(f"per-layer error on {len(sample)} images")
     errors = layers.layer_errors(reference.tflite_path, config.int8, sample, spec,
                                  config.num_threads)
@@ -243,15 +277,14 @@ def _detection(config: ValidateConfig, int8: TfliteRunner, reference: Reference 
         n = config.limit
         images = detection.CocoImages(images.ids[:n], images.paths[:n], images.sizes[:n],
                                       images.annotations)
-    _log(f"decoding {len(images.paths)} images once for both models")
-    pixels = data.decode_images(images.paths, int8.preprocess)
-    _log("running the int8 detector")
-    int8_dets = int8.detect(pixels, list(images.sizes))
-    result: dict[str, Any] = {"task": "detect", "images": len(images.paths)}
-    float_dets = None
-    if reference is not None:
-        _log("running the float detector")
-        float_dets = reference.runner.detect(pixels, list(images.sizes))
+    count = len(images.paths)
+    batches = [(paths, images.sizes[first:first + len(paths)], first)
+               for first, paths in zip(range(0, count, stream.BATCH_IMAGES),
+                                       stream.batched(images.paths), strict=True)]
+    records = _run(config, "detect", batches, images.paths, int8, reference)
+    int8_dets = stream.detections(records, "int8", count)
+    result: dict[str, Any] = {"task": "detect", "images": count}
+    float_dets = stream.detections(records, "float", count) if reference is not None else None
     if config.annotations is not None:
         truth = detection.load_coco(config.annotations)
         result["int8"] = detection.coco_map(
@@ -272,7 +305,7 @@ def _detection(config: ValidateConfig, int8: TfliteRunner, reference: Reference 
             result["int8_vs_float"] = {
                 "skipped": f"the float model has no detection scoring {PSEUDO_GT_SCORE} or more"
             }
-        result["layers"] = _layers(config, reference, pixels, spec)
+        result["layers"] = _layers(config, reference, images.paths, int8.preprocess, spec)
     return result
 
 

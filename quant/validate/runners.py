@@ -65,6 +65,11 @@ class TfliteRunner:
         """Return the input tensor dtype name."""
         return np.dtype(adapters.input_details(self.interpreter)["dtype"]).name
 
+    @property
+    def num_outputs(self) -> int:
+        """Return the size of the first output (classes of a classifier)."""
+        return int(np.prod(self.interpreter.get_output_details()[0]["shape"][1:]))
+
     def _set(self, pixels: np.ndarray) -> None:
         adapters.set_input(self.interpreter, adapters.pixels_to_input(
             self.interpreter, pixels, self.preprocess.mean, self.preprocess.std, self._table))
@@ -105,6 +110,11 @@ class KerasRunner:
         """Return (width, height) of the model input."""
         shape = self.model.input_shape
         return int(shape[2]), int(shape[1])
+
+    @property
+    def num_outputs(self) -> int:
+        """Return the size of the first output (classes of a classifier)."""
+        return int(np.prod(self.model.outputs[0].shape[1:]))
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Return float outputs [N, C] for uint8 pixels [N, H, W, 3]."""

@@ -5,17 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from quant.sidecar import save
-
 if TYPE_CHECKING:
     from quant.calibration import CalibrationSet
     from quant.float_model import FloatModel
     from quant.options import QuantizeOptions
     from quant.ptq.equalize import EqualizeReport
     from quant.ptq.weights import WeightReport
-
-__all__ = ["QuantizedModel", "save"]
-
 
 @dataclasses.dataclass(frozen=True)
 class QuantizedModel:
