@@ -240,7 +240,7 @@ def list_images(data_dir: str | Path, labels_csv: str | Path | None = None) -> I
         raise BadInputError(f"{root}: no such data folder")
     if labels_csv is not None:
         return _from_csv(root, Path(labels_csv))
-    paths = sorted(p for p in root.rglob("*") if is_image(p))
+    paths = _images_in(root, recursive=True)
     if not paths:
         raise BadInputError(
             f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -250,6 +250,34 @@ def list_images(data_dir: str | Path, labels_csv: str | Path | None = None) -> I
         labels = tuple(classes.index(p.parent.name) for p in paths)
         return ImageList(tuple(paths), labels, tuple(classes))
     return ImageList(tuple(paths))
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """Return the image files named on a command line: files as given, folders expanded to
+    the images directly in them (sorted).
+
+    Raises:
+        BadInputError: a path is missing or a folder holds no image.
+    """
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images = _images_in(path, recursive=False)
+            if not images:
+                raise BadInputError(f"{path}: folder holds no image "
+                                    f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found.extend(images)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise BadInputError(f"{path}: no such image file or folder")
+    return found
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    """Return the image files of ``folder`` (and its sub-folders when ``recursive``), sorted."""
+    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
+                  if is_image(p))
 
 
 def _from_csv(root: Path, labels_csv: Path) -> ImageList:

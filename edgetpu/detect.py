@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgeq.errors import BadInputError, MissingToolError
-from edgeq.images import IMAGE_SUFFIXES, Preprocess, read_rgb
+from edgeq.images import Preprocess, image_files, read_rgb
 from edgetpu import adapters
 from edgetpu.labels import label_name
 from edgetpu.runtime import make_interpreter
@@ -105,28 +105,6 @@ class Detector:
         return DetectResult(objects, {s: t * 1e3 for s, t in zip(STAGES, times, strict=True)})
 
 
-def list_images(paths: Sequence[Path]) -> list[Path]:
-    """Return the image files named by ``paths`` (folders expanded, sorted).
-
-    Raises:
-        BadInputError: a path is missing or a folder holds no image.
-    """
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise BadInputError(f"{path}: folder holds no image "
-                                    f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found.extend(images)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise BadInputError(f"{path}: no such image file or folder")
-    return found
-
-
 def read_image(path: Path) -> np.ndarray:
     """Return the RGB pixels of an image file (any mode, see :func:`edgeq.images.read_rgb`).
 
@@ -145,7 +123,7 @@ def frames(images: Sequence[Path] = (), video: Path | None = None, camera: int |
         MissingToolError: OpenCV is missing (video, camera) or the camera cannot be opened.
     """
     if video is None and camera is None:
-        for index, path in enumerate(list_images(images)[:max_frames]):
+        for index, path in enumerate(image_files(images)[:max_frames]):
             yield Frame(str(path), index, read_image(path))
         return
     capture = open_capture(video, camera)
