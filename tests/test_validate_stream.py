@@ -95,3 +95,21 @@ def test_ray_missing_says_how_to_install(imagenet, monkeypatch):
     with pytest.raises(MissingToolError, match=r"pip install 'edgetpu-quant\[ray\]'"):
         stream.run_batches("classify", batches, models, stream.Engine(2, ray=True), None,
                            progress=False)
+
+
+def test_an_unreachable_ray_cluster_is_exit_3_quickly(shared_data, tmp_path):
+    """validate-quant --engine ray --ray-address of a closed port stops with one line, exit
+    3, instead of Ray's minutes of retries."""
+    import socket
+
+    from quant.cli.validate import main
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    images = shared_data / "imagenet_val1300"
+    code = main(["--int8", str(shared_data / "coral" / MODEL), "--data", str(images / "images"),
+                 "--labels", str(images / "labels.csv"), "--limit", "130", "--engine", "ray",
+                 "--ray-address", f"127.0.0.1:{port}", "--latency-runs", "0",
+                 "--out", str(tmp_path)])
+    assert code == 3

@@ -20,6 +20,7 @@ import io
 import json
 import multiprocessing
 import shutil
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +267,8 @@ def _execute_on_ray(method: str, batches: Sequence[tuple], todo: list[int],
                                "with: pip install 'edgetpu-quant[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        if engine.ray_address:
+            _check_reachable(engine.ray_address)
         try:
             ray.init(address=engine.ray_address, include_dashboard=False, log_to_driver=False,
                      num_cpus=None if engine.ray_address else engine.workers)
@@ -282,6 +285,25 @@ def _execute_on_ray(method: str, batches: Sequence[tuple], todo: list[int],
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a Ray address (Ray itself retries for minutes).
+
+    Raises:
+        MissingToolError: the host does not answer on the port.
+    """
+    location = address.removeprefix("ray://")
+    if location == "auto":
+        return
+    host, _, port = location.rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise MissingToolError(f"--ray-address {address}: no Ray cluster answers there "
+                               f"({exc}); start it with 'ray start --head' or check the "
+                               "address (HOST:6379, or ray://HOST:10001)") from None
 
 
 def _result(future: concurrent.futures.Future) -> Records:
