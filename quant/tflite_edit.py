@@ -34,21 +34,21 @@ if TYPE_CHECKING:
 
 def _schema() -> Any:
     """Return TensorFlow's generated flatbuffer schema module (imported on first use)."""
-    from tensorflow.lite.python import schema_py_generated
+    from edgeq._tensorflow import lite_schema
 
-    return schema_py_generated
+    return lite_schema
 
 
 def read_model(data: bytes) -> ModelT:
     """Return the mutable object model of flatbuffer bytes (TensorFlow's flatbuffer_utils)."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    from edgeq._tensorflow import flatbuffer_utils
 
     return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
 
 
 def write_model(model: ModelT) -> bytes:
     """Return the flatbuffer bytes of an object model."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    from edgeq._tensorflow import flatbuffer_utils
 
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 

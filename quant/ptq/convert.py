@@ -65,11 +65,11 @@ def quantize(calibrated: bytes, io_type: IoType | str = IoType.UINT8,
     Fully-connected layers always get per-tensor weights: the Edge TPU compiler's
     FULLY_CONNECTED support predates per-channel weights for it.
     """
-    from tensorflow.lite.python import convert
+    from edgeq._tensorflow import lite_convert
 
     dtype = tf_dtype(io_type)
     with native_stderr_hidden(), contextlib.redirect_stdout(io.StringIO()):
-        return bytes(convert.mlir_quantize(
+        return bytes(lite_convert.mlir_quantize(
             calibrated, disable_per_channel=per_tensor,
             input_data_type=dtype, output_data_type=dtype,
             disable_per_channel_for_dense_layers=True,

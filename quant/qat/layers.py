@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq import _tensorflow  # noqa: F401  (sets up TensorFlow before tfmot imports it)
 from edgeq.errors import BadInputError
 
 
