@@ -98,6 +98,12 @@ def _ignore_further_interrupts() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def first_of(items: list[str], limit: int, separator: str = ", ") -> str:
+    """Join the first ``limit`` items for a message, saying how many more there are."""
+    more = len(items) - limit
+    return separator.join(items[:limit]) + (f"{separator}and {more} more" if more > 0 else "")
+
+
 def printable(text: str) -> str:
     """Return ``text`` with undecodable file-name bytes shown as ``\\xNN`` escapes.
 

@@ -7,7 +7,7 @@ the DEQUANTIZE of exact anchors).
 
 from __future__ import annotations
 
-from edgeq.errors import BadInputError
+from edgeq.errors import BadInputError, first_of
 from edgetpu.tflite_model import DETECTION_POSTPROCESS
 
 
@@ -47,9 +47,8 @@ def raise_on_problems(problems: list[str], name: str) -> None:
         BadInputError: with the ops and reasons, and what to do.
     """
     if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more"
-                                            if len(problems) > 3 else "")
         raise BadInputError(
-            f"{name}: the int8 model would not run entirely on the Edge TPU: {shown}. "
+            f"{name}: the int8 model would not run entirely on the Edge TPU: "
+            f"{first_of(problems, 3, '; ')}. "
             "Check the ops with edgetpu-check; replace unsupported layers in the float model"
         )

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeq import _tensorflow  # noqa: F401  (sets up TensorFlow before tfmot imports it)
-from edgeq.errors import BadInputError
+from edgeq.errors import BadInputError, first_of
 
 
 def _registry():
@@ -62,10 +62,9 @@ def check_quantizable(model, name: str) -> None:
     """
     problems = unsupported_layers(model)
     if problems:
-        shown = ", ".join(problems[:4]) + (f" and {len(problems) - 4} more"
-                                           if len(problems) > 4 else "")
         raise BadInputError(
-            f"{name}: quantization-aware training cannot wrap {shown}: tfmot's 8-bit scheme "
+            f"{name}: quantization-aware training cannot wrap {first_of(problems, 4)}: "
+            "tfmot's 8-bit scheme "
             "supports standard Keras layers (Conv2D, DepthwiseConv2D, Dense, "
             "BatchNormalization, ReLU/ReLU6, Add, pooling, Reshape...), not custom "
             "activations such as hard-swish nor raw TensorFlow ops; use --method ptq, or a "
