@@ -49,12 +49,13 @@ EXTRAS = {"tensorflow": "quant", "tf_keras": "quant", "tqdm": "quant", "matplotl
           "ray": "ray"}
 
 
-def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
-                                      Callable[..., int]]:
+def cli_entry(prog: str, interrupted: str = "no partial output was kept"
+              ) -> Callable[[Callable[[list[str] | None], int | None]], Callable[..., int]]:
     """Decorate a ``main(argv)`` so user errors print one line on stderr and set the exit code.
 
     Args:
         prog: the command's name, used in the line printed after Ctrl-C.
+        interrupted: what that line says was kept (``PROG: interrupted; INTERRUPTED``).
 
     Returns:
         A decorator; the wrapped function has the same signature, never raises for an
@@ -80,7 +81,7 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
                 return EXIT_MISSING_TOOL
             except KeyboardInterrupt:
                 _ignore_further_interrupts()
-                print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
+                print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
                 return 130
             return 0 if code is None else int(code)
 

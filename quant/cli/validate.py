@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry(PROG)
+@cli_entry(PROG, "the finished batches are kept under --out: the same command resumes "
+               "from them")
 def main(argv: list[str] | None = None) -> int:
     """Run ``validate-quant``; see the module docstring."""
     args = build_parser().parse_args(argv)
