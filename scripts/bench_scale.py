@@ -6,8 +6,9 @@ The evaluation split (``imagenet_val1300``) is repeated through symbolic links i
 process and its children, sampled from ``/proc`` every 50 ms.
 
 - validation: the shared int8 MobileNet v2 (``coral/mobilenet_v2_1.0_224_quant.tflite``)
-  against the labels, 1,000 images with 1 and 2 workers, 10,000 images with 2 workers; Ray
-  (a local Ray with 2 CPUs) against the local run on 256 images;
+  against the labels, 1,000 images with 1 and 2 workers of one interpreter thread each
+  (one interpreter on one core is what validation did before it streamed), 10,000 images
+  with 2 workers; Ray (a local Ray with 2 CPUs) against the local run on 256 images;
 - QAT: ``--steps`` optimizer steps of MobileNet v2 1.0 224 from the shared checkpoint on
   1,000 and 10,000 images (the streaming ``tf.data`` pipeline: memory does not follow the
   set's size).
@@ -98,7 +99,8 @@ def validate(images: Path, labels: Path, out: Path, workers: int, extra: list[st
     report = out / "report.json"
     result = measured_run([
         sys.executable, "-m", "quant", "validate", "--int8", str(model), "--data", str(images),
-        "--labels", str(labels), "--workers", str(workers), "--latency-runs", "0",
+        "--labels", str(labels), "--workers", str(workers), "--threads", str(workers),
+        "--latency-runs", "0",
         "--layer-images", "0", "--out", str(out), "--json", str(report), *extra])
     result["top1"] = json.loads(report.read_text())["int8"]["top1"]
     return result
