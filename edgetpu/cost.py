@@ -2,33 +2,45 @@
 
 From the ``.tflite`` graph alone (:class:`GraphFeatures`): multiply-accumulates of the ops on
 the Edge TPU, split into dense ones (convolutions, fully connected, transposed convolutions)
-and depthwise ones, which use the Edge TPU's systolic array very differently; the number of
-Edge TPU ops; the constant bytes they read and whether those fit the on-chip parameter cache
-(about 7 MiB usable of 8 MB of SRAM, less what the largest op's activations occupy) or are
-streamed over the host link on every inference; the bytes crossing the Edge TPU boundary;
-and the work left on the host CPU: the MACs and output elements of ordinary CPU ops, and
-anchors x classes for ``TFLite_Detection_PostProcess``, whose score scan dominates.
+and per-channel ones (depthwise convolutions, and pooling windows: a max or average pool reads
+a k x k window of one channel per output, as a depthwise convolution does), which use the
+Edge TPU's systolic array very differently; the number of Edge TPU ops; the elements
+concatenations must copy; the constant bytes the ops read and whether those fit the on-chip
+parameter cache (about 7 MiB usable of 8 MB of SRAM, less what the largest op's activations
+occupy) or are streamed over the host link on every inference; the bytes crossing the Edge
+TPU boundary; and the work left on the host CPU: the MACs and output elements of ordinary CPU
+ops, and anchors x classes for ``TFLite_Detection_PostProcess``, whose score scan dominates.
 
 Latency per device (milliseconds) is linear in those features (:data:`FEATURES`)::
 
-    t = invoke + array_macs * a + depthwise_macs * b + ops * c + streamed_bytes * d
-        + boundary_bytes * e + cpu_macs * f + cpu_elements * g + postprocess_elements * h
+    t = invoke + array_macs * a + channel_macs * b + ops * c + concat_copy_elements * k
+        + streamed_bytes * d + boundary_bytes * e + cpu_macs * f + cpu_elements * g
+        + postprocess_elements * h
 
 ``array_macs`` are the dense MACs as the 64 x 64 multiply-accumulate array runs them (input
-depth and output channels padded to 64: :func:`array_macs`).
+depth and output channels padded to 64, a transposed convolution over its zero-upsampled
+input: :func:`array_macs`); ``channel_macs`` are the depthwise MACs plus the pooling windows
+read (:func:`pool_macs`). ``concat_copy_elements`` are the elements of concatenation inputs
+that are read more than once (:func:`concat_copy_elements`): a tensor only the concatenation
+reads can be written in place into the concatenated one, a shared one (a U-Net skip
+connection, DenseNet's growing feature map) is copied. The compiler treats such tensors apart:
+the scratch memory of the compiled YOLOv5n in ``../shared/data/coral_wild`` (the executable's
+``scratch_size_bytes``, 409,600 B) is exactly its largest one, 80 x 80 x 64, made 94 ops
+before the concatenation that reads it.
 
-with non-negative constants per device (``usb3``, ``usb2``, ``pcie``, ``devboard``) fitted on
-Coral's published latencies, together with the same hosts' published CPU-only timings (which
-pin the CPU constants), by ``scripts/bench_edgetpu_cost.py --fit``; the table it prints is
-:data:`CALIBRATION`. ``devboard`` is the Dev Board (i.MX 8M host, Edge TPU on PCIe);
-``usb2`` is what Coral measured on USB 2 hosts (Dev Board Mini, Raspberry Pi 3); ``pcie`` is
-an M.2 / Mini PCIe card in a desktop: the USB 3 desktop's constants with the Dev Board's PCIe
-link constants (no published figure measures it alone).
+The constants are non-negative, per device (``usb3``, ``usb2``, ``pcie``, ``devboard``),
+fitted on Coral's published latencies, together with the same hosts' published CPU-only
+timings (which pin the CPU constants), by ``scripts/bench_edgetpu_cost.py --fit``; the table
+it prints is :data:`CALIBRATION`. ``devboard`` is the Dev Board (i.MX 8M host, Edge TPU on
+PCIe); ``usb2`` is what Coral measured on USB 2 hosts (Dev Board Mini, Raspberry Pi 3);
+``pcie`` is an M.2 / Mini PCIe card in a desktop: the USB 3 desktop's constants with the Dev
+Board's PCIe link constants (no published figure measures it alone).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +59,9 @@ SRAM_BYTES = 8 * 1024 * 1024
 #: The devices a latency is estimated for.
 DEVICES = ("usb3", "usb2", "pcie", "devboard")
 #: The features, in the order of :meth:`GraphFeatures.vector` and of the fitted constants.
-FEATURES = ("invoke", "array_macs", "depthwise_macs", "edgetpu_ops", "streamed_bytes",
-            "boundary_bytes", "cpu_macs", "cpu_elements", "postprocess_elements")
+FEATURES = ("invoke", "array_macs", "channel_macs", "edgetpu_ops", "concat_copy_elements",
+            "streamed_bytes", "boundary_bytes", "cpu_macs", "cpu_elements",
+            "postprocess_elements")
 _DENSE = ("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 #: Side of the Edge TPU's multiply-accumulate array: 4 TOPS at 500 MHz is 4,096 MACs per cycle,
 #: a 64 x 64 array; a dense op's input depth (kernel taps x input channels) and output
@@ -58,7 +71,11 @@ ARRAY_SIDE = 64
 
 @dataclass(frozen=True)
 class GraphFeatures:
-    """What the latency of a model depends on, read from its graph and its mapping."""
+    """What the latency of a model depends on, read from its graph and its mapping.
+
+    Fields added after a table of features was stored (``pool_macs``,
+    ``concat_copy_elements``) have a default, so :meth:`from_dict` reads the older table.
+    """
 
     dense_macs: int
     array_macs: int
@@ -73,6 +90,8 @@ class GraphFeatures:
     cpu_macs: int
     cpu_elements: int
     postprocess_elements: int
+    pool_macs: int = 0
+    concat_copy_elements: int = 0
 
     @property
     def macs(self) -> int:
@@ -81,8 +100,9 @@ class GraphFeatures:
 
     def vector(self) -> list[float]:
         """The values :data:`FEATURES` names, in that order (invoke: 1 with Edge TPU ops)."""
-        return [float(self.edgetpu_ops > 0), float(self.array_macs), float(self.depthwise_macs),
-                float(self.edgetpu_ops), float(self.streamed_bytes),
+        return [float(self.edgetpu_ops > 0), float(self.array_macs),
+                float(self.depthwise_macs + self.pool_macs), float(self.edgetpu_ops),
+                float(self.concat_copy_elements), float(self.streamed_bytes),
                 float(self.input_bytes + self.output_bytes),
                 float(self.cpu_macs), float(self.cpu_elements), float(self.postprocess_elements)]
 
@@ -92,8 +112,9 @@ class GraphFeatures:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GraphFeatures:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{name: int(data[name]) for name in cls.__dataclass_fields__})
+        """Inverse of :meth:`to_dict`; a field with a default may be missing from ``data``."""
+        return cls(**{item.name: int(data[item.name]) for item in fields(cls)
+                      if item.name in data or item.default is MISSING})
 
 
 @dataclass(frozen=True)
@@ -169,14 +190,18 @@ def graph_features(model: Model, mapped: list[bool]) -> GraphFeatures:
                    for t in op.outputs)
     return GraphFeatures(dense, array, depthwise, len(on_tpu), params, cached, params - cached,
                          activations, in_bytes, out_bytes, sum(c.macs for _, c in on_cpu),
-                         elements, postprocess)
+                         elements, postprocess, sum(pool_macs(model, op) for op, _ in on_tpu),
+                         concat_copy_elements(model, mapped))
 
 
 def array_macs(model: Model, op: Operator) -> int:
     """MACs of a dense op as the 64 x 64 array runs them (depth and outputs padded to 64).
 
     Per output pixel: ceil(kernel taps x input channels / 64) x ceil(output channels / 64)
-    array passes of 64 x 64; a transposed convolution runs per input pixel.
+    array passes of 64 x 64. A transposed convolution multiplies every pixel of its
+    zero-upsampled input (stride x stride per input pixel: as many as it has output pixels) by
+    its input channels x (kernel taps x output channels) weights: the zeros cost array passes
+    too.
     """
     weights = model.tensors[op.inputs[1]].shape
 
@@ -188,7 +213,7 @@ def array_macs(model: Model, op: Operator) -> int:
     if op.opcode == "CONV_2D":  # weights [out, kh, kw, in]; pixels of the output
         shape = model.tensors[op.outputs[0]].shape
         return _pixels(shape) * tiles(weights[1] * weights[2] * weights[3]) * tiles(weights[0])
-    shape = model.tensors[op.inputs[2]].shape  # TRANSPOSE_CONV weights [out, kh, kw, in]
+    shape = model.tensors[op.outputs[0]].shape  # TRANSPOSE_CONV weights [out, kh, kw, in]
     return _pixels(shape) * tiles(weights[1] * weights[2] * weights[0]) * tiles(weights[3])
 
 
@@ -208,6 +233,30 @@ def peak_activation_bytes(model: Model, mapped: list[bool]) -> int:
                        if i >= 0 and not model.tensors[i].is_constant}
             peak = max(peak, sum(model.tensors[i].size for i in tensors))
     return peak
+
+
+def pool_macs(model: Model, op: Operator) -> int:
+    """Window reads of a pooling op: output elements x window (MEAN: every input element)."""
+    if op.opcode in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        window = op.options.get("FilterHeight", 1) * op.options.get("FilterWidth", 1)
+        return model.tensors[op.outputs[0]].size * window
+    if op.opcode == "MEAN":
+        return sum(t.size for t in model.activation_inputs(op))
+    return 0
+
+
+def concat_copy_elements(model: Model, mapped: list[bool]) -> int:
+    """Elements of Edge TPU concatenation inputs that Edge TPU ops read more than once.
+
+    A tensor only the concatenation reads is written in place into the concatenated one; a
+    shared one is copied (counted once per concatenation that reads it).
+    """
+    tpu_ops = [op for op, on_tpu in zip(model.operators, mapped, strict=True) if on_tpu]
+    readers = Counter(t for op in tpu_ops for t in op.inputs
+                      if t >= 0 and not model.tensors[t].is_constant)
+    return sum(model.tensors[t].size for op in tpu_ops if op.opcode == "CONCATENATION"
+               for t in set(op.inputs)
+               if t >= 0 and not model.tensors[t].is_constant and readers[t] > 1)
 
 
 def _scores(model: Model, op: Operator) -> int:
@@ -276,20 +325,25 @@ def _boundary_bytes(model: Model, mapped: list[bool]) -> tuple[int, int]:
 
 
 #: Fitted by ``scripts/bench_edgetpu_cost.py --fit`` on Coral's published latencies and the
-#: same hosts' CPU-only timings (23 models on USB 3 and the Dev Board, 16 on USB 2; the
+#: same hosts' CPU-only timings (23 models on USB 3 and the Dev Board, 17 on USB 2; the
 #: README's table): milliseconds per unit of each of :data:`FEATURES`, per device. The Edge
-#: TPU's own constants (array MACs, depthwise MACs, ops) are shared by all devices.
+#: TPU's own constants (array MACs, per-channel MACs, ops, concatenation copies) are shared
+#: by all devices.
 CALIBRATION: dict[str, dict[str, float]] = {
-    "usb3": {"invoke": 0.0, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
-        "edgetpu_ops": 0.004909, "streamed_bytes": 1.913e-06, "boundary_bytes": 7.056e-06,
-        "cpu_macs": 5e-08, "cpu_elements": 4.726e-06, "postprocess_elements": 1.53e-06},
-    "usb2": {"invoke": 0.572, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
-        "edgetpu_ops": 0.004909, "streamed_bytes": 3.906e-05, "boundary_bytes": 6.819e-05,
-        "cpu_macs": 2.417e-07, "cpu_elements": 7.147e-06, "postprocess_elements": 2.227e-05},
-    "pcie": {"invoke": 0.0, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
-        "edgetpu_ops": 0.004909, "streamed_bytes": 2.35e-06, "boundary_bytes": 6.393e-06,
-        "cpu_macs": 5e-08, "cpu_elements": 4.726e-06, "postprocess_elements": 1.53e-06},
-    "devboard": {"invoke": 0.1276, "array_macs": 9.127e-10, "depthwise_macs": 3.157e-08,
-        "edgetpu_ops": 0.004909, "streamed_bytes": 2.35e-06, "boundary_bytes": 6.393e-06,
-        "cpu_macs": 2.417e-07, "cpu_elements": 7.147e-06, "postprocess_elements": 4.029e-05},
+    "usb3": {"invoke": 0.0, "array_macs": 8.371e-10, "channel_macs": 2.585e-08,
+        "edgetpu_ops": 0.003663, "concat_copy_elements": 1.315e-06, "streamed_bytes": 1.922e-06,
+        "boundary_bytes": 8.064e-06, "cpu_macs": 5.021e-08, "cpu_elements": 4.482e-06,
+        "postprocess_elements": 1.45e-06},
+    "usb2": {"invoke": 0.1924, "array_macs": 8.371e-10, "channel_macs": 2.585e-08,
+        "edgetpu_ops": 0.003663, "concat_copy_elements": 1.315e-06, "streamed_bytes": 3.895e-05,
+        "boundary_bytes": 7.677e-05, "cpu_macs": 2.417e-07, "cpu_elements": 7.147e-06,
+        "postprocess_elements": 4.71e-06},
+    "pcie": {"invoke": 0.0, "array_macs": 8.371e-10, "channel_macs": 2.585e-08,
+        "edgetpu_ops": 0.003663, "concat_copy_elements": 1.315e-06, "streamed_bytes": 2.363e-06,
+        "boundary_bytes": 8.337e-06, "cpu_macs": 5.021e-08, "cpu_elements": 4.482e-06,
+        "postprocess_elements": 1.45e-06},
+    "devboard": {"invoke": 0.08063, "array_macs": 8.371e-10, "channel_macs": 2.585e-08,
+        "edgetpu_ops": 0.003663, "concat_copy_elements": 1.315e-06, "streamed_bytes": 2.363e-06,
+        "boundary_bytes": 8.337e-06, "cpu_macs": 2.309e-07, "cpu_elements": 7.615e-06,
+        "postprocess_elements": 3.805e-05},
 }

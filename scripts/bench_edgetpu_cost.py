@@ -5,12 +5,18 @@ this project has or can rebuild (``scripts/latency_models.py``: Coral's own file
 ``../shared/data/coral``, otherwise the architecture at the published input size with random
 weights, built by our builders or ``tf.keras.applications`` and quantized by our PTQ) becomes
 one point per device: the median of the figures published for that model and device. The
-latency model of :mod:`edgetpu.cost` (linear in the graph's dense and depthwise MACs, Edge TPU
-ops, streamed parameter bytes, boundary bytes and CPU post-processing work, non-negative
-constants) is fitted on all devices' points at once: the Edge TPU's own constants (MACs, ops)
-are shared, the link and host CPU constants are per device, and the same
-hosts' published CPU-only timings pin the CPU constants. The fit minimises the summed absolute
-relative error.
+latency model of :mod:`edgetpu.cost` (linear in the graph's dense and per-channel MACs, Edge
+TPU ops, copied concatenation inputs, streamed parameter bytes, boundary bytes and CPU
+post-processing work, non-negative constants) is fitted on all devices' points at once: the
+Edge TPU's own constants (MACs, ops, copies) are shared, the link and host CPU constants are
+per device, and the same hosts' published CPU-only timings pin the CPU constants. The fit
+minimises the summed absolute relative error.
+
+A figure faster than the device's link allows is left out of the fit and of the errors, and
+listed apart (``below_link_bound``): the parameters that do not fit even the whole 8 MiB SRAM
+must cross the link on every inference, and USB 3 and PCIe 2.0 x1 carry at most 500 MB/s
+(5 Gb/s, 8b/10b coded), USB 2 at most 60 MB/s (480 Mb/s). Such a figure was measured on a
+smaller graph than the architecture it is published under.
 
 Reported per device: ``points``, the in-sample errors, and the leave-one-out errors
 (``loo_median_rel_error``, ``loo_max_rel_error``: each point predicted by a fit without any
@@ -18,7 +24,8 @@ figure of its model, on any device), beside two baselines: ``peak`` (MACs at the
 peak 4 TOPS, i.e. 2e12 MAC/s, plus nothing else) and ``mac_linear`` (a fitted intercept + MACs, also
 leave-one-out), so the table shows what the model's structure buys::
 
-    python scripts/bench_edgetpu_cost.py --json out/bench_edgetpu_cost.json [--fit]
+    python scripts/bench_edgetpu_cost.py --models out/latency_models \
+        --json out/bench_edgetpu_cost.json [--fit]
 
 ``--fit`` prints the fitted constants as the ``CALIBRATION`` literal of ``edgetpu/cost.py``.
 """
@@ -49,13 +56,22 @@ from latency_models import (  # noqa: E402
 from edgeq.outputs import write_json
 from edgeq.paths import cache_dir  # noqa: E402
 from edgetpu.analyze import analyze_model  # noqa: E402
-from edgetpu.cost import CALIBRATION, FEATURES, GraphFeatures, graph_features  # noqa: E402
+from edgetpu.cost import (  # noqa: E402
+    CALIBRATION,
+    FEATURES,
+    SRAM_BYTES,
+    GraphFeatures,
+    graph_features,
+)
 from edgetpu.tflite_model import read_model  # noqa: E402
 
 #: Devices with published figures (``pcie`` has none: it is derived, see edgetpu.cost).
 FITTED_DEVICES = ("usb3", "usb2", "devboard")
 #: The Edge TPU's peak: 4 TOPS = 2e12 multiply-accumulates per second (Coral datasheet).
 PEAK_MACS_PER_MS = 2e9
+#: The most bytes per millisecond each device's link carries: USB 3.0 (5 Gb/s) and the Dev
+#: Board's PCIe 2.0 x1 (5 GT/s) with 8b/10b coding, 500 MB/s; USB 2.0 (480 Mb/s), 60 MB/s.
+LINK_PEAK_BYTES_PER_MS = {"usb3": 500e3, "usb2": 60e3, "devboard": 500e3}
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -79,7 +95,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 #: Constants of the Edge TPU itself, the same chip behind every device, fitted on the points
 #: of all devices together; the others belong to a device's link and host CPU.
-SHARED = ("array_macs", "depthwise_macs", "edgetpu_ops")
+SHARED = ("array_macs", "channel_macs", "edgetpu_ops", "concat_copy_elements")
 PER_DEVICE = tuple(name for name in FEATURES if name not in SHARED)
 
 
@@ -146,34 +162,48 @@ def errors(predicted: np.ndarray, y: np.ndarray) -> dict[str, float]:
             "max_rel_error": round(float(rel.max()), 4)}
 
 
+def link_bound_ms(point: Point) -> float:
+    """The least time per inference the device's link allows ``point``'s graph: the parameter
+    bytes that do not fit even the whole SRAM, moved at the link's peak rate."""
+    excess = max(point.features.parameter_bytes - SRAM_BYTES, 0)
+    return excess / LINK_PEAK_BYTES_PER_MS[point.device]
+
+
 def report(points: list[Point]) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """Fit all devices jointly; return the per-device metrics and the constants."""
-    x, y = design(points), np.array([p.ms for p in points])
+    """Fit all devices jointly on the figures the links allow; return the per-device metrics
+    (the figures below their link's bound listed apart) and the constants."""
+    kept = [p for p in points if p.ms >= link_bound_ms(p)]
+    x, y = design(kept), np.array([p.ms for p in kept])
     weights = fit(x, y)
     fitted = x @ weights
-    held_out = leave_model_out(points)
+    held_out = leave_model_out(kept)
     devices = {}
     for device in FITTED_DEVICES:
-        mine = [i for i, p in enumerate(points) if p.device == device and not p.cpu_only]
+        mine = [i for i, p in enumerate(kept) if p.device == device and not p.cpu_only]
         ys = y[mine]
-        macs = np.array([[1.0, float(points[i].features.macs)] for i in mine])
+        macs = np.array([[1.0, float(kept[i].features.macs)] for i in mine])
         linear = leave_one_out(macs, ys)
-        peak = np.array([points[i].features.macs / PEAK_MACS_PER_MS for i in mine])
+        peak = np.array([kept[i].features.macs / PEAK_MACS_PER_MS for i in mine])
         in_sample, loo = errors(fitted[mine], ys), errors(held_out[mine], ys)
         devices[device] = {
             "points": len(mine),
-            "cpu_only_points": sum(p.device == device and p.cpu_only for p in points),
+            "cpu_only_points": sum(p.device == device and p.cpu_only for p in kept),
             "median_rel_error": in_sample["median_rel_error"],
             "max_rel_error": in_sample["max_rel_error"],
             "loo_median_rel_error": loo["median_rel_error"],
             "loo_max_rel_error": loo["max_rel_error"],
             "baseline_peak": errors(peak, ys),
             "baseline_mac_linear_loo": errors(linear, ys),
-            "rows": [{"model": points[i].model, "published_ms": float(y[i]),
+            "rows": [{"model": kept[i].model, "published_ms": float(y[i]),
                       "estimated_ms": round(float(fitted[i]), 3),
                       "loo_ms": round(float(held_out[i]), 3),
                       "mac_linear_loo_ms": round(float(m), 3), "peak_ms": round(float(k), 3)}
                      for i, m, k in zip(mine, linear, peak, strict=True)],
+            "below_link_bound": [
+                {"model": p.model, "published_ms": p.ms,
+                 "link_bound_ms": round(link_bound_ms(p), 3),
+                 "estimated_ms": round(float(design([p])[0] @ weights), 3)}
+                for p in points if p.device == device and p.ms < link_bound_ms(p)],
         }
     return devices, calibration_from(weights)
 
@@ -240,6 +270,11 @@ def _print(result: dict[str, Any]) -> None:
               f"{report['baseline_mac_linear_loo']['max_rel_error']:.1%}; peak "
               f"{report['baseline_peak']['median_rel_error']:.1%} / "
               f"{report['baseline_peak']['max_rel_error']:.1%}")
+        for row in report["below_link_bound"]:
+            err = abs(row["estimated_ms"] - row["published_ms"]) / row["published_ms"]
+            print(f"  left out: {row['model']} published {row['published_ms']:.2f} ms, below "
+                  f"the {row['link_bound_ms']:.2f} ms its link needs at least (estimate "
+                  f"{row['estimated_ms']:.2f}, {err:.1%} off)")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ MODELS: tuple[LatencyModel, ...] = (
     LatencyModel("unet_mv2_256", 256, "builder:unet_mv2",
                  _rows("keras_post_training_unet_mv2_256_quant", size="256x256")),
     LatencyModel("densenet121_224", 224, "keras:DenseNet121", _rows("DenseNet", size="224x224")),
+    LatencyModel("inception_v1_224", 224, "builder:inception_v1",
+                 _rows("Inception v1", "inception_v1_224_quant",
+                       "Inception v1 (inception_v1_224_quant_edgetpu.tflite)", size="224x224")),
     LatencyModel("inception_v3_299", 299, "keras:InceptionV3",
                  _rows("inception_v3_299_quant", size="299x299")),
     LatencyModel("inception_resnet_v2_299", 299, "keras:InceptionResNetV2",
@@ -258,11 +261,43 @@ def _unet_mv2(size: int):
     return keras.Model(inputs, outputs)
 
 
+def _inception_v1(size: int):
+    """Inception v1 as TF-slim builds it (GoogLeNet with batch norm, 3 x 3 convolutions in
+    the branches Szegedy et al. give 5 x 5), 1001 classes."""
+    from edgeq._tensorflow import keras
+
+    def conv(x, filters: int, kernel: int, stride: int = 1):
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                                use_bias=False)(x)
+        return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+
+    def mixed(x, b0: int, b1: tuple[int, int], b2: tuple[int, int], b3: int):
+        pool = keras.layers.MaxPooling2D(3, 1, padding="same")(x)
+        return keras.layers.Concatenate()([
+            conv(x, b0, 1), conv(conv(x, b1[0], 1), b1[1], 3),
+            conv(conv(x, b2[0], 1), b2[1], 3), conv(pool, b3, 1)])
+
+    inputs = keras.Input((size, size, 3), batch_size=1)
+    x = keras.layers.MaxPooling2D(3, 2, padding="same")(conv(inputs, 64, 7, 2))
+    x = keras.layers.MaxPooling2D(3, 2, padding="same")(conv(conv(x, 64, 1), 192, 3))
+    x = mixed(mixed(x, 64, (96, 128), (16, 32), 32), 128, (128, 192), (32, 96), 64)
+    x = keras.layers.MaxPooling2D(3, 2, padding="same")(x)
+    for b0, b1, b2, b3 in ((192, (96, 208), (16, 48), 64), (160, (112, 224), (24, 64), 64),
+                           (128, (128, 256), (24, 64), 64), (112, (144, 288), (32, 64), 64),
+                           (256, (160, 320), (32, 128), 128)):
+        x = mixed(x, b0, b1, b2, b3)
+    x = keras.layers.MaxPooling2D(2, 2, padding="same")(x)
+    x = mixed(mixed(x, 256, (160, 320), (32, 128), 128), 384, (192, 384), (48, 128), 128)
+    x = keras.layers.Conv2D(1001, 1)(keras.layers.GlobalAveragePooling2D(keepdims=True)(x))
+    return keras.Model(inputs, keras.layers.Softmax()(keras.layers.Flatten()(x)))
+
+
 _BUILDERS: dict[str, Callable[[int], Any]] = {
     "mobilenet_v1": _mobilenet_v1,
     "mobilenet_v1_l2norm": _mobilenet_v1_l2norm,
     "mobilenet_edgetpu": _mobilenet_edgetpu,
     "unet_mv2": _unet_mv2,
+    "inception_v1": _inception_v1,
 }
 
 _ARCHIVE = "models/ssd_mobilenet_v1_0.75_depth_300x300_coco_float.tar.gz"

@@ -12,7 +12,7 @@ from edgeq.errors import BadInputError
 from edgetpu import cost
 from edgetpu.analyze import analyze_model
 from edgetpu.cli.check import main as check_main
-from edgetpu.tflite_model import Model, read_model
+from edgetpu.tflite_model import Model, Operator, Tensor, read_model
 
 
 @pytest.mark.parametrize(("name", "published_macs"), [
@@ -93,6 +93,66 @@ def test_latency_is_the_features_times_the_constants(shared_data: Path) -> None:
     assert len(features.vector()) == len(cost.FEATURES)
 
 
+def test_features_stored_before_the_copy_and_pool_terms_still_read(shared_data: Path) -> None:
+    """A table written before ``pool_macs`` and ``concat_copy_elements`` existed reads them
+    as 0; a field that was always there is still required."""
+    model, mapped = _mapped_everything(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    stored = cost.graph_features(model, mapped).to_dict()
+    del stored["pool_macs"], stored["concat_copy_elements"]
+    old = cost.GraphFeatures.from_dict(stored)
+    assert old.pool_macs == old.concat_copy_elements == 0
+    del stored["array_macs"]
+    with pytest.raises(KeyError):
+        cost.GraphFeatures.from_dict(stored)
+
+
+def test_pooling_windows_count_as_per_channel_work(shared_data: Path) -> None:
+    """MobileNet v2's only pool averages its 7 x 7 x 1280 map: 49 reads per output."""
+    model, mapped = _mapped_everything(shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite")
+    features = cost.graph_features(model, mapped)
+    assert features.pool_macs == 7 * 7 * 1280
+    assert features.vector()[cost.FEATURES.index("channel_macs")] == (
+        features.depthwise_macs + 7 * 7 * 1280)
+
+
+def _tensor(index: int, shape: tuple[int, ...], nbytes: int = 0) -> Tensor:
+    return Tensor(index, f"t{index}", "INT8", shape, shape, nbytes, False, True)
+
+
+def _graph(tensors: list[Tensor], ops: list[tuple[str, tuple[int, ...], int]]) -> Model:
+    """A model of ``tensors`` and ``(opcode, inputs, output)`` ops in that order."""
+    operators = tuple(Operator(i, opcode, 1, False, inputs, (output,))
+                      for i, (opcode, inputs, output) in enumerate(ops))
+    return Model(Path("synthetic.tflite"), 0, 3, 1, tuple(tensors), operators, (0,),
+                 (ops[-1][2],))
+
+
+def test_shared_concatenation_inputs_are_copied() -> None:
+    """x (2) and y (4) each feed a convolution besides the first concatenation: copied; the
+    second concatenation's inputs feed only it: written in place."""
+    tensors = [_tensor(0, (1, 8, 8, 16)), _tensor(1, (32, 1, 1, 16), 512),
+               _tensor(2, (1, 8, 8, 32)), _tensor(3, (32, 1, 1, 32), 1024),
+               _tensor(4, (1, 8, 8, 32)), _tensor(5, (1, 8, 8, 64)),
+               _tensor(6, (1, 8, 8, 32)), _tensor(7, (1, 8, 8, 96))]
+    ops = [("CONV_2D", (0, 1), 2), ("CONV_2D", (2, 3), 4), ("CONCATENATION", (2, 4), 5),
+           ("CONV_2D", (4, 3), 6), ("CONCATENATION", (5, 6), 7)]
+    model = _graph(tensors, ops)
+    assert cost.concat_copy_elements(model, [True] * 5) == 8 * 8 * 32 * 2
+    # y's other reader on the CPU: on the Edge TPU only the concatenation reads it
+    assert cost.concat_copy_elements(model, [True, True, True, False, True]) == 8 * 8 * 32
+
+
+def test_transposed_convolution_runs_over_its_zero_upsampled_input() -> None:
+    """Stride 2, 3 x 3, 16 -> 32 channels, 8 x 8 -> 16 x 16: every output pixel is a pass of
+    the 16 input channels (one 64-row tile) x 9 taps x 32 outputs (288: five 64-column
+    tiles) on the 64 x 64 array."""
+    tensors = [_tensor(0, (4,), 16), _tensor(1, (32, 3, 3, 16), 4608),
+               _tensor(2, (1, 8, 8, 16)), _tensor(3, (1, 16, 16, 32))]
+    model = _graph(tensors, [("TRANSPOSE_CONV", (0, 1, 2), 3)])
+    assert cost.array_macs(model, model.operators[0]) == 16 * 16 * 64 * (5 * 64)
+    assert cost.op_macs(model, model.operators[0]) == 8 * 8 * 16 * 9 * 32
+
+
 def test_compiled_model_is_refused(shared_data: Path) -> None:
     with pytest.raises(BadInputError, match="already compiled"):
         cost.estimate(shared_data / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")
@@ -127,8 +187,9 @@ def test_joint_fit_recovers_known_constants(shared_data: Path) -> None:
         graphs.append((name, cost.graph_features(model,
                                                  [op.mapped for op in analyze_model(path).ops])))
         cpu_only.append((name, cost.graph_features(model, [False] * len(model.operators))))
-    truth = {device: {"invoke": 0.2 * (i + 1), "array_macs": 1e-9, "depthwise_macs": 3e-8,
-                      "edgetpu_ops": 0.01, "streamed_bytes": 2e-6 * (i + 1),
+    truth = {device: {"invoke": 0.2 * (i + 1), "array_macs": 1e-9, "channel_macs": 3e-8,
+                      "edgetpu_ops": 0.01, "concat_copy_elements": 0.0,
+                      "streamed_bytes": 2e-6 * (i + 1),
                       "boundary_bytes": 5e-6 * (i + 1), "cpu_macs": 1e-7, "cpu_elements": 1e-5,
                       "postprocess_elements": 2e-5}
              for i, device in enumerate(bench.FITTED_DEVICES)}
@@ -143,3 +204,22 @@ def test_joint_fit_recovers_known_constants(shared_data: Path) -> None:
         for _, features in graphs:
             assert cost.latency_ms(features, calibration)[device] == pytest.approx(
                 cost.latency_ms(features, truth)[device], rel=0.02)
+
+
+def test_figures_faster_than_the_link_are_left_out(shared_data: Path) -> None:
+    """A figure below the time its link needs for the parameters that cannot fit the SRAM
+    (60 MB at USB 3's 500 MB/s: over 100 ms) is neither fitted nor scored, but listed."""
+    bench = load_script("bench_edgetpu_cost")
+    path = shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+    model, mapped = _mapped_everything(path)
+    small = cost.graph_features(model, mapped)
+    huge = cost.GraphFeatures(**{**small.to_dict(), "parameter_bytes": 60_000_000 + cost.SRAM_BYTES,
+                                 "streamed_bytes": 60_000_000})
+    assert bench.link_bound_ms(bench.Point("huge", "usb3", 50.0, huge)) == pytest.approx(120.0)
+    points = [bench.Point(f"m{i}", device, 2.0 + i, small)
+              for i in range(3) for device in bench.FITTED_DEVICES]
+    points.append(bench.Point("huge", "usb3", 50.0, huge))
+    devices, _ = bench.report(points)
+    assert devices["usb3"]["points"] == 3
+    assert [row["model"] for row in devices["usb3"]["below_link_bound"]] == ["huge"]
+    assert devices["usb3"]["below_link_bound"][0]["link_bound_ms"] == pytest.approx(120.0)
