@@ -15,8 +15,8 @@ minimises the summed absolute relative error.
 A figure faster than the device's link allows is left out of the fit and of the errors, and
 listed apart (``below_link_bound``): the parameters that do not fit even the whole 8 MiB SRAM
 must cross the link on every inference, and USB 3 and PCIe 2.0 x1 carry at most 500 MB/s
-(5 Gb/s, 8b/10b coded), USB 2 at most 60 MB/s (480 Mb/s). Such a figure was measured on a
-smaller graph than the architecture it is published under.
+(5 Gb/s, 8b/10b coded), USB 2 at most 60 MB/s (480 Mb/s). Such a figure cannot come from the
+architecture as built here: it was measured on a smaller graph, or it is wrong.
 
 Reported per device: ``points``, the in-sample errors, and the leave-one-out errors
 (``loo_median_rel_error``, ``loo_max_rel_error``: each point predicted by a fit without any
