@@ -6,7 +6,9 @@ inputs of ``TFLite_Detection_PostProcess``. Layer names are the OD API checkpoin
 the backbone under ``FeatureExtractor/<Backbone>``, extra feature maps named by
 ``multi_resolution_feature_maps`` (``Conv2d_13_pointwise_2_Conv2d_2_3x3_s2_512``), box
 predictors ``BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}`` (with ``_depthwise``
-separable parts in SSDLite). See :mod:`quant.models._layers` for the naming rule.
+separable parts in SSDLite). See :mod:`quant.models._layers` for the naming rule. The
+MobileDet extractors (``ssd_mobiledet_{cpu,dsp,edgetpu,gpu}``, :mod:`quant.models.mobiledet`)
+feed ``C4`` and ``C5`` to the same extra feature maps (``MobileDetEdgeTPU/C5_2_Conv2d_2_...``).
 
 Two MobileNet v1 extractors build their own feature maps: ``ssd_mobilenet_v1_ppn`` pools
 ``Conv2d_11_pointwise`` five times (``pooling_pyramid_feature_maps``), ``ssd_mobilenet_v1_fpn``
@@ -34,6 +36,14 @@ from edgeq.errors import BadInputError
 from quant.detection.anchors import anchors_per_location
 from quant.detection.pipeline_config import SsdConfig
 from quant.models._layers import BATCH_NORM_EPSILON, conv_bn, depthwise_bn
+from quant.models.mobiledet import (
+    MOBILEDET_CPU,
+    MOBILEDET_DSP,
+    MOBILEDET_EDGETPU,
+    MOBILEDET_GPU,
+    MobileDetSpec,
+    mobiledet_backbone,
+)
 from quant.models.mobilenet_edgetpu import V3_EDGETPU
 from quant.models.mobilenet_v1 import mobilenet_v1_features
 from quant.models.mobilenet_v2 import mobilenet_v2_features
@@ -92,6 +102,16 @@ def _trunk_endpoints(spec, first: str, last: str) -> Callable[[object, SsdConfig
     return endpoints
 
 
+def _mobiledet_endpoints(spec: MobileDetSpec) -> Callable[[object, SsdConfig, str], list]:
+    """Endpoints ``C4`` and ``C5`` of a MobileDet backbone (the extractor's ``from_layer``)."""
+
+    def endpoints(inputs, config: SsdConfig, scope: str) -> list:
+        ends = mobiledet_backbone(inputs, spec, scope, config.feature_extractor.depth_multiplier)
+        return [ends["C4"], ends["C5"]]
+
+    return endpoints
+
+
 _BACKBONES: dict[str, _Backbone] = {
     "ssd_mobilenet_v1": _Backbone(_V1_SCOPE, _mobilenet_v1_endpoints, "Conv2d_13_pointwise"),
     "ssd_mobilenet_v2": _Backbone("FeatureExtractor/MobilenetV2", _mobilenet_v2_endpoints,
@@ -110,6 +130,11 @@ _BACKBONES: dict[str, _Backbone] = {
         "FeatureExtractor/MobilenetEdgeTPU",
         _trunk_endpoints(V3_EDGETPU, "layer_18/expansion_output", "layer_23"),
         "layer_23"),
+    # ssd_mobiledet_feature_extractor.py: SSDMobileDet{CPU,DSP,EdgeTPU,GPU}FeatureExtractor.
+    **{f"ssd_mobiledet_{kind.lower()}": _Backbone(
+        f"FeatureExtractor/MobileDet{kind}", _mobiledet_endpoints(spec), "C5")
+       for kind, spec in (("CPU", MOBILEDET_CPU), ("DSP", MOBILEDET_DSP),
+                          ("EdgeTPU", MOBILEDET_EDGETPU), ("GPU", MOBILEDET_GPU))},
 }
 
 
