@@ -127,6 +127,9 @@ BUILDERS = {
     "ssdlite_mobilenet_v3_large": ("ssd_mobilenet_v3_large", 1.0, True, 320),
     "ssdlite_mobilenet_v3_small": ("ssd_mobilenet_v3_small", 1.0, True, 320),
     "ssdlite_mobilenet_edgetpu": ("ssd_mobilenet_edgetpu", 1.0, True, 320),
+    # samples/configs/ssdlite_mobiledet_{cpu,dsp,edgetpu,gpu}_320x320_coco_sync_4x4.config
+    **{f"ssdlite_mobiledet_{kind}": (f"ssd_mobiledet_{kind}", 1.0, True, 320)
+       for kind in ("cpu", "dsp", "edgetpu", "gpu")},
 }
 
 

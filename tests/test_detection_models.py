@@ -172,7 +172,8 @@ def test_builders_name_the_od_api_variables(name):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=[pytest.mark.slow] if "v3" in name or "edgetpu" in name else [])
+    pytest.param(name, marks=[pytest.mark.slow] if "v3" in name or "edgetpu" in name
+                 or "mobiledet" in name else [])
     for name in sorted(BUILDERS)
 ])
 def test_synthetic_export_loads_through_the_loader(tmp_path, name):
