@@ -277,10 +277,6 @@ _SSD_NOTE = ("single-shot: backbone and box predictors use Edge TPU ops; "
 _FPN_NOTE = (_SSD_NOTE + "; export the FPN upsampling as ResizeNearestNeighbor "
              "(use_native_resize_op): the default reshape-and-multiply upsampling builds "
              "rank-6 tensors, beyond the Edge TPU's 3 innermost dimensions")
-_HSWISH_NOTE = (
-    "hard-swish activations (TFLite HARD_SWISH) are not in the Edge TPU's supported ops; "
-    "the compiler stops mapping at the first one, so the rest of the network runs on the CPU"
-)
 _HSWISH_LOWERED_NOTE = (
     _SSD_NOTE + "; hard-swish (TFLite HARD_SWISH) is not an Edge TPU op, so quantize --method "
     "ptq rewrites it as ADD with ReLU6, MUL, MUL, which map (the archive's tflite_graph.pb "
@@ -467,18 +463,16 @@ _DETECTION_TABLES = (
 )
 
 _TWO_STAGE_FAMILIES = ("faster_rcnn", "rfcn", "mask_rcnn", "context_rcnn")
-_HSWISH_FAMILIES = ("ssdlite_mobilenet_v3_large", "ssdlite_mobilenet_v3_small")
+# Feature extractors with hard-swish: MobileNet v3 and MobileDet-CPU (its search space has
+# hard-swish; the EdgeTPU, DSP and GPU variants use ReLU6).
+_HSWISH_EXTRACTORS = ("ssd_mobilenet_v3_large", "ssd_mobilenet_v3_small", "ssd_mobiledet_cpu")
 
 
 def _edgetpu(name: str, family: str) -> tuple[bool, str]:
     if family in _TWO_STAGE_FAMILIES:
         return False, _TWO_STAGE_NOTE
-    if family in _HSWISH_FAMILIES:
+    if _feature_extractor(name, family) in _HSWISH_EXTRACTORS:
         return True, _HSWISH_LOWERED_NOTE
-    # MobileDet-CPU's search space has hard-swish like MobileNetV3 (no builder here, so only
-    # its tflite_graph.pb route); the EdgeTPU and DSP variants use ReLU6.
-    if name == "ssd_mobiledet_cpu_coco":
-        return False, _HSWISH_NOTE
     if family.endswith("_fpn"):
         return True, _FPN_NOTE
     if family == "ssd_spaghettinet":

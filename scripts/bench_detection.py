@@ -12,8 +12,9 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
   (int8 instead of uint8 input and output), ``bias_corrected`` (bias correction on, which
   the detector default leaves off);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
-- per builder (random weights): parameter count and ``mapped_share``, the share of ops the
-  offline Edge TPU analyzer maps after our quantization (the post-processing op included).
+- per builder (random weights): parameter count, MACs, anchors and ``mapped_share``, the
+  share of ops the offline Edge TPU analyzer maps after our quantization (the post-processing
+  op included).
 
 Prints a table and writes JSON::
 
@@ -55,6 +56,9 @@ BUILDERS = (
     ("ssdlite_mobilenet_v3_large", "ssd_mobilenet_v3_large", True, 320),
     ("ssdlite_mobilenet_v3_small", "ssd_mobilenet_v3_small", True, 320),
     ("ssdlite_mobilenet_edgetpu", "ssd_mobilenet_edgetpu", True, 320),
+    # samples/configs/ssdlite_mobiledet_{cpu,dsp,edgetpu,gpu}_320x320_coco_sync_4x4.config
+    *((f"ssdlite_mobiledet_{kind}", f"ssd_mobiledet_{kind}", True, 320)
+      for kind in ("cpu", "dsp", "edgetpu", "gpu")),
 )
 # (name = feature extractor type, input size, box predictor, anchors) of the weight-shared
 # zoo configs (samples/configs/ssd_mobilenet_v1_{ppn,fpn}_shared_box_predictor_*.config).
@@ -189,10 +193,12 @@ def _oracle_anchors(path: Path) -> tuple[np.ndarray, float]:
 def _builders(v1_config: SsdConfig, head: DetectionHead,
               calibration: np.ndarray) -> dict[str, dict]:
     """Return, per builder (random weights, 90 classes), its parameters and the share of its
-    ops the offline Edge TPU analyzer maps after our PTQ (post-processing included)."""
+    ops the offline Edge TPU analyzer maps after our PTQ (post-processing included), with
+    its parameters (BatchNorm moving statistics included), MACs and anchors."""
     from quant.detection.anchors import ssd_anchors
     from quant.detection.sources import feature_map_sizes
     from quant.detection.ssd import build_ssd
+    from quant.models.stats import count_macs
 
     variants = {"ssd_mobilenet_v1_0.75_depth": v1_config}
     for name, kind, lite, size in BUILDERS:
@@ -222,7 +228,8 @@ def _builders(v1_config: SsdConfig, head: DetectionHead,
             path = Path(folder) / "model.tflite"
             path.write_bytes(result.tflite)
             analysis = analyze_model(path)
-        rows[name] = {"params": int(model.count_params()), "input_size": size,
+        rows[name] = {"params": int(model.count_params()), "macs": count_macs(model),
+                      "anchors": len(anchors), "input_size": size,
                       "ops": analysis.summary["ops"], "mapped": analysis.summary["mapped"],
                       "mapped_share": round(analysis.summary["mapped"] /
                                             analysis.summary["ops"], 3),
@@ -236,7 +243,8 @@ def _print_table(result: dict) -> None:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     for name, row in result["builders"].items():
-        print(f"{name:<{width}}  params {row['params']:,}  mapped {row['mapped_share']}")
+        print(f"{name:<{width}}  params {row['params']:,}  MACs {row['macs'] / 1e9:.2f} B  "
+              f"anchors {row['anchors']}  mapped {row['mapped_share']}")
 
 
 if __name__ == "__main__":

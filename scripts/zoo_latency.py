@@ -89,6 +89,7 @@ _MODEL = """model {
 # ssd_mobilenet_v1{,_0.75_depth}_quantized_300x300_coco14_sync,
 # ssd_mobilenet_v2_quantized_300x300_coco, ssd_mobilenet_v2_oid_v4, ssdlite_mobilenet_v2_coco,
 # ssdlite_mobilenet_v3_{large,small}_320x320_coco, ssdlite_mobilenet_edgetpu_320x320_coco,
+# ssdlite_mobiledet_{cpu,dsp,edgetpu}_320x320_coco_sync_4x4,
 # ssd_mobilenet_v1_{ppn,fpn}_shared_box_predictor_*_coco14_sync).
 _SSD = {"anchors": _SSD_ANCHORS, "min_scale": 0.2, "anchor_extra": "",
         "predictor": _CONVOLUTIONAL, "kernel": 1, "depthwise": "false",
@@ -101,6 +102,7 @@ _FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     "ssdlite_mobilenet_v3_large": _SSDLITE,
     "ssdlite_mobilenet_v3_small": _SSDLITE,
     "ssdlite_mobilenet_edgetpu": _SSDLITE,
+    "ssdlite_mobiledet": _SSDLITE,
     "ssd_mobilenet_v1_ppn": {
         **_SSD, "min_scale": 0.15, "anchor_extra": "\n        reduce_boxes_in_lowest_layer: false",
         "predictor": """weight_shared_convolutional_box_predictor {

@@ -31,6 +31,7 @@ from quant.models.mobiledet import (
     MobileDetSpec,
     mobiledet_backbone,
 )
+from quant.models.stats import count_macs
 
 VARIANTS = ("cpu", "dsp", "edgetpu", "gpu")
 # 20x20 (C4) x 3 + (10x10 (C5) + 5x5 + 3x3 + 2x2 + 1x1) x 6 anchors at 320x320.
@@ -45,10 +46,13 @@ VARIABLES = {
     "edgetpu": 5 + 15 + 10 * 10 + 11 * 15 + 60 + 84,  # 1 Tucker, 10 fused, 11 IBN
     "gpu": 5 + 4 * 15 + 17 * 10 + 15 + 60 + 84,  # 4 Tucker, 17 fused, 1 IBN
 }
-# Published parameter counts (million): the header comment of each
-# research/object_detection/samples/configs/ssdlite_mobiledet_<variant>_320x320_coco_sync_4x4
-# .config ("4.21M Parameters", ...), the same figures as the MobileDet paper's Table 2-4.
+# Published figures: the header comment of each research/object_detection/samples/configs/
+# ssdlite_mobiledet_<variant>_320x320_coco_sync_4x4.config ("0.45B MulAdds, 4.21M
+# Parameters", ...). The parameters count every variable, BatchNorm moving statistics
+# included (without them: 4.17, 7.10, 4.15, 13.07 M); our MACs count convolutions only
+# (MobileDet-CPU: 0.444 B, the squeeze-excite products and pools aside).
 PUBLISHED_PARAMS_M = {"cpu": 4.21, "dsp": 7.16, "edgetpu": 4.20, "gpu": 13.11}
+PUBLISHED_MACS_B = {"cpu": 0.45, "dsp": 2.82, "edgetpu": 1.53, "gpu": 5.07}
 # Representative variables and shapes, from the backbone functions (expansion = input
 # channels x factor; Tucker ranks and SE widths _scale_filters(c, ratio), multiples of 8).
 KNOWN_VARIABLES = {
@@ -139,6 +143,7 @@ def test_names_shapes_and_parameters_follow_the_od_api(variant):
         assert shapes.get(_full_name(variant, short)) == shape, short
     assert len(shapes) == VARIABLES[variant]
     assert round(model.count_params() / 1e6, 2) == PUBLISHED_PARAMS_M[variant]
+    assert count_macs(model) / 1e9 == pytest.approx(PUBLISHED_MACS_B[variant], abs=0.01)
     assert feature_map_sizes(model) == [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
     assert tuple(model.outputs[1].shape) == (1, ANCHORS, 91)
     # BatchNorm epsilon: 0.01 in the backbone's arg_scope, 0.001 (conv_hyperparams) above it.

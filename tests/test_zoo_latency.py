@@ -50,16 +50,18 @@ def test_table_holds_exactly_the_buildable_rows():
         f"edgetpu.cost.GraphFeatures changed: run {zoo.REGENERATE}")
     assert all(set(entry["features"]) == set(table["graph_features"])
                for entry in table["models"].values())
-    # Classifiers of both families, and SSD, SSDLite, PPN, FPN, MobileNet v3 and EdgeTPU SSDs.
+    # Classifiers of both families, and SSD, SSDLite, PPN, FPN, MobileNet v3, EdgeTPU and
+    # MobileDet SSDs.
     builders = {spec.builder for spec in _buildable()}
     assert builders == {"mobilenet_v1", "mobilenet_v2", "ssd_mobilenet_v1",
                         "ssd_mobilenet_v1_ppn", "ssd_mobilenet_v1_fpn", "ssd_mobilenet_v2",
                         "ssd_mobilenet_v3_large", "ssd_mobilenet_v3_small",
-                        "ssd_mobilenet_edgetpu"}
+                        "ssd_mobilenet_edgetpu", "ssd_mobiledet_cpu", "ssd_mobiledet_dsp",
+                        "ssd_mobiledet_edgetpu"}
     assert zoo.get_model("ssdlite_mobilenet_v2_coco").buildable
     for spec in _specs():
         if spec.family in ("faster_rcnn", "rfcn", "mask_rcnn", "context_rcnn",
-                           "ssd_spaghettinet", "ssdlite_mobiledet", "ssd_inception_v2"):
+                           "ssd_spaghettinet", "ssd_inception_v2"):
             assert not spec.buildable, spec.name
 
 
