@@ -51,6 +51,9 @@ class CalibrationSet:
     skipped: tuple[str, ...] = ()
     unused: tuple[Path, ...] = ()
 
+    def __len__(self) -> int:
+        return len(self.paths)
+
     def inputs(self, preprocess: Preprocess):
         """Yield float model inputs [1, H, W, 3] one by one (a representative dataset)."""
         for pixels in self.pixels:

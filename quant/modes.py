@@ -61,6 +61,14 @@ class Engine(enum.StrEnum):
     RAY = "ray"  # Ray actors on a local Ray or a cluster
 
 
+class Strategy(enum.StrEnum):
+    """How quantization-aware fine-tuning spreads over devices (``tf.distribute``)."""
+
+    NONE = "none"  # one device (--device)
+    MIRRORED = "mirrored"  # every local GPU (the logical CPUs without one)
+    MULTIWORKER = "multiworker"  # every local GPU of each machine named in TF_CONFIG
+
+
 class Method(enum.StrEnum):
     """Post-training quantization or quantization-aware fine-tuning."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import BadInputError
-from quant.modes import IoType, RangeMethod, Rounding, Switch, TrainingDevice, parse
+from quant.modes import IoType, RangeMethod, Rounding, Strategy, Switch, TrainingDevice, parse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +89,11 @@ class QatOptions:
         label_weight: weight of the cross-entropy term when the images have labels.
         io_type: ``uint8`` (default), ``int8`` or ``float`` model input / output.
         device: ``auto`` (GPU when TensorFlow sees one), ``cpu`` or ``gpu``.
-        flip: mirror images at random (the float outputs are computed for both).
-        seed: shuffling seed.
+        strategy: ``none`` (one device), ``mirrored`` (every local GPU, or the logical CPUs
+            without one) or ``multiworker`` (the machines of ``TF_CONFIG``; needs a
+            ``checkpoint_dir`` every worker sees), see :mod:`quant.qat.distribute`.
+        flip: mirror training images at random (after the random resized crop).
+        seed: shuffling seed (a resumed run continues with ``seed + epochs done``).
         range_batches: batches used to set the activation ranges before training.
         checkpoint_dir: where to keep checkpoints; default a folder under the cache named
             after the model, the images and these settings, so rerunning resumes.
@@ -107,6 +110,7 @@ class QatOptions:
     label_weight: float = 1.0
     io_type: IoType = IoType.UINT8
     device: TrainingDevice = TrainingDevice.AUTO
+    strategy: Strategy = Strategy.NONE
     flip: bool = True
     seed: int = 0
     range_batches: int = 8
@@ -117,6 +121,11 @@ class QatOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "io_type", parse(IoType, self.io_type, "--io"))
         object.__setattr__(self, "device", parse(TrainingDevice, self.device, "--device"))
+        object.__setattr__(self, "strategy", parse(Strategy, self.strategy, "--strategy"))
+        if self.strategy == Strategy.MULTIWORKER and self.checkpoint_dir is None:
+            raise BadInputError("--strategy multiworker needs --checkpoint-dir on storage every "
+                                "worker sees (the chief writes the checkpoints, all resume "
+                                "from them)")
         if self.steps is not None and self.steps <= 0:
             raise BadInputError(f"--steps must be positive, got {self.steps}")
         if self.steps is None and self.epochs <= 0:
@@ -134,7 +143,7 @@ class QatOptions:
         return False
 
     def fingerprint(self) -> dict[str, Any]:
-        """Return the settings that make a checkpoint reusable (not length, device, paths)."""
-        skip = {"epochs", "steps", "device", "checkpoint_dir", "progress", "io_type",
-                "require_edgetpu"}
+        """Return the settings that make a checkpoint reusable (not length, devices, paths)."""
+        skip = {"epochs", "steps", "device", "strategy", "checkpoint_dir", "progress",
+                "io_type", "require_edgetpu"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}

@@ -40,10 +40,13 @@ if TYPE_CHECKING:
 class ImageSet(Protocol):
     """The images a run calibrated or trained on (a calibration or a training set)."""
 
-    paths: tuple[Path, ...]
     source: str
     sha256: str
     skipped: tuple[str, ...]
+
+    def __len__(self) -> int:
+        """The number of images."""
+        ...
 
 
 class QuantResult(Protocol):
@@ -158,7 +161,7 @@ class Sidecar:
         images = result.calibration
         derived = {
             "weights": "per-tensor" if result.options.per_tensor else "per-channel",
-            "dataset": {"source": images.source, "images": len(images.paths),
+            "dataset": {"source": images.source, "images": len(images),
                         "sha256": images.sha256, "skipped": len(images.skipped)},
             "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
             "drift": result.drift,

@@ -28,7 +28,7 @@ from edgeq.paths import shared_data_dir
 from quant.calibration import CalibrationSet
 from quant.ptq import quantize_model
 from quant.qat import QatOptions, train_qat
-from quant.qat.data import training_set
+from quant.qat.dataset import listed_files
 from quant.sources import load_float_model
 from quant.validate.runners import KerasRunner
 
@@ -61,15 +61,10 @@ def main() -> None:
     labels = np.asarray([images.labels[i] for i in order])
     labels = labels + label_offset(float_model.num_classes, labels.tolist())
     calib_paths, eval_paths = paths[:args.calib], paths[args.calib:][:args.eval]
-    calib_pixels = decode_images(calib_paths, preprocess)
-    calibration = CalibrationSet(calib_pixels, tuple(calib_paths),
+    calibration = CalibrationSet(decode_images(calib_paths, preprocess), tuple(calib_paths),
                                  f"{args.images} (first {args.calib} sorted rows)", "-")
-    extra_paths = list(list_images(args.extra).paths)
-    train_paths = [*calib_paths, *extra_paths]
-    train = training_set(train_paths, np.concatenate([calib_pixels,
-                                                      decode_images(extra_paths, preprocess)]),
-                         f"{args.images} (first {args.calib} sorted rows) + {args.extra}",
-                         preprocess=preprocess)
+    train = listed_files([*calib_paths, *list_images(args.extra).paths],
+                         f"{args.images} (first {args.calib} sorted rows) + {args.extra}")
     pixels = decode_images(eval_paths, preprocess)
     eval_labels = labels[args.calib:][:len(eval_paths)]
     reference = KerasRunner(float_model.model, preprocess).classify(pixels)

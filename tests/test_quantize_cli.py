@@ -129,6 +129,27 @@ def test_qat_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "out/user_qat_int8.tflite").is_file()
 
 
+def test_qat_sources_and_strategies_are_checked_before_the_model_loads(tmp_path, capsys,
+                                                                       monkeypatch):
+    images = write_random_pngs(tmp_path / "images", 2, 32)
+    args = ["--model", str(tmp_path / "not_loaded.keras"), "--method", "qat",
+            "--train-dir", str(images), "--out", str(tmp_path / "out")]
+    code, err = _run(capsys, *args, "--train-records", str(tmp_path / "train-*"))
+    assert code == 2 and "--train-records replaces --train-dir" in err
+    code, err = _run(capsys, *args, "--strategy", "multiworker")
+    assert code == 2 and "--checkpoint-dir" in err
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    multiworker = [*args, "--strategy", "multiworker", "--checkpoint-dir", str(tmp_path / "ck")]
+    code, err = _run(capsys, *multiworker)
+    assert code == 3 and "needs TF_CONFIG" in err and err.count("\n") == 1
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["localhost:1", "nowhere.invalid:2222"]},
+        "task": {"type": "worker", "index": 0}}))
+    code, err = _run(capsys, *multiworker)
+    assert code == 3 and "nowhere.invalid:2222 is unreachable" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_console_script_lists_the_zoo():
     result = subprocess.run([sys.executable, "-m", "quant", "--list", "--json"],
                             capture_output=True, text=True, timeout=120)

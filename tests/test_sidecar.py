@@ -17,7 +17,7 @@ from quant.modes import Method
 from quant.options import QatOptions, QuantizeOptions
 from quant.ptq import QuantizedModel
 from quant.qat import QatResult
-from quant.qat.data import TrainingSet
+from quant.qat.dataset import TrainingFiles
 from quant.sidecar import FloatParent, Sidecar, save
 
 SIZE = 16
@@ -66,7 +66,9 @@ def test_qat_result_round_trip(tmp_path: Path, float_model: FloatModel) -> None:
     options = QatOptions(steps=3, checkpoint_dir=tmp_path / "ck", progress=False)
     result = QatResult(
         tflite=b"tflite", float_model=float_model,
-        calibration=TrainingSet(labels=np.zeros(2, np.int64), **_images()), options=options,
+        calibration=TrainingFiles(paths=(Path("a.png"), Path("b.png")), labels=(0, 0),
+                                  tfrecords=False, label_offset=0, source="images/",
+                                  sha256="ab" * 32, count=2), options=options,
         history=({"loss": 0.5, "agreement": 0.9, "steps": 3},), checkpoint_dir=tmp_path / "ck",
     )
     paths = save(result, tmp_path / "out")

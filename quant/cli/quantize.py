@@ -8,6 +8,8 @@ Examples::
     quantize --model mobilenet_v2_1.0_224 --checkpoint mobilenet_v2_1.0_224.tgz \\
         --calib-dir images/ --out out/
     quantize --model my_model.keras --input-range=-1,1 --calib-dir images/ --per-tensor
+    quantize --model mobilenet_v2_1.0_224 --method qat --train-records '/data/train-*' \
+        --strategy mirrored --epochs 1
 
 Writes ``<out>/<model>_int8.tflite`` with a JSON sidecar and a Markdown summary.
 Exit codes: 0 ok, 2 bad input, 3 a download or tool is needed but missing.
@@ -26,8 +28,8 @@ from edgeq.paths import DEFAULT_OUT
 from quant import zoo
 from quant.cli._args import add_preprocess_arguments, preprocess_options
 from quant.cli.listing import DEVICE_HELP, add_listing_arguments, run_listing
-from quant.modes import IoType, Method, RangeMethod, Switch, TrainingDevice, choices
-from quant.options import QuantizeOptions
+from quant.modes import IoType, Method, RangeMethod, Strategy, Switch, TrainingDevice, choices
+from quant.options import QatOptions, QuantizeOptions
 
 PROG = "quantize"
 DEFAULTS = QuantizeOptions()
@@ -69,13 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{DEFAULTS.bias_correction})")
     quant.add_argument("--method", choices=choices(Method), default=Method.PTQ,
                        help="post-training quantization (default) or quantization-aware "
-                            "fine-tuning (needs --train-dir)")
+                            "fine-tuning (needs --train-dir or --train-records)")
     quant.add_argument("--drift-images", type=int, default=50,
                        help="held-out images for the quick drift in the sidecar (0 skips)")
     qat = parser.add_argument_group("quantization-aware training (--method qat)")
     qat.add_argument("--train-dir", action="append", metavar="DIR",
                      help="training images (repeatable); no labels needed (distillation)")
     qat.add_argument("--labels", metavar="CSV", help="file,label CSV: adds cross-entropy")
+    qat.add_argument("--train-records", metavar="GLOB",
+                     help="TFRecord shards in the ImageNet layout (train-*), instead of "
+                          "--train-dir; their labels add cross-entropy")
     qat.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
     qat.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
     qat.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
@@ -83,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     qat.add_argument("--device", choices=(*choices(TrainingDevice), *zoo.DEVICES),
                      help="training device: auto (default: a GPU when TensorFlow sees one), "
                      "cpu or gpu; with --list / --recommend: " + DEVICE_HELP)
+    qat.add_argument("--strategy", choices=choices(Strategy), default=Strategy.NONE,
+                     help="none (one device, default), mirrored (every local GPU) or "
+                          "multiworker (the machines of TF_CONFIG)")
+    qat.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
+                     help="epoch checkpoints (rerunning resumes; default under the cache; "
+                          "multiworker: a folder every machine sees)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (./out)")
     add_verbose_argument(parser)
     listing = parser.add_argument_group("choosing a model")
@@ -103,28 +114,48 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         raise BadInputError("--model is required (a zoo name or a path; see quantize --list)")
     check_out_dir(args.out)
+    options = _qat_options(args) if args.method == Method.QAT else None
+    if options is not None:
+        from quant.qat import distribute
+
+        # Before any model: TensorFlow takes a multi-worker strategy only at start-up.
+        distribute.strategy(options.strategy, options.device)
     from quant.sources import load_float_model
 
     float_model = load_float_model(args.model, args.checkpoint, preprocess_options(args))
     print(f"loaded {float_model.name} ({float_model.task}, input "
           f"{float_model.preprocess.height}x{float_model.preprocess.width})", file=sys.stderr)
-    if args.method == Method.QAT:
-        return _train_qat(args, float_model)
+    if options is not None:
+        return _train_qat(args, float_model, options)
     return _quantize(args, float_model)
 
 
-def _train_qat(args: argparse.Namespace, float_model) -> int:
-    from quant import qat
-    from quant.qat.data import load_training_set
+def _qat_options(args: argparse.Namespace) -> QatOptions:
+    """Return the fine-tuning settings of ``args``, its training images checked first."""
+    if not args.train_dir and not args.train_records:
+        raise BadInputError("--method qat needs --train-dir DIR with training images (or "
+                            "--train-records GLOB with TFRecord shards)")
+    if args.train_records and (args.train_dir or args.labels):
+        raise BadInputError("--train-records replaces --train-dir and --labels (the shards "
+                            "carry their labels); give one source")
+    return QatOptions(epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, io_type=args.io, device=args.device or "auto",
+                      strategy=args.strategy, seed=args.seed, checkpoint_dir=args.checkpoint_dir)
 
-    if not args.train_dir:
-        raise BadInputError("--method qat needs --train-dir DIR with training images")
-    images = load_training_set(args.train_dir, float_model.preprocess, float_model.num_classes,
-                               labels_csv=args.labels)
-    options = qat.QatOptions(epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, io_type=args.io, device=args.device or "auto",
-                             seed=args.seed)
-    for path in qat.save(qat.train_qat(float_model, images, options), args.out):
+
+def _train_qat(args: argparse.Namespace, float_model, options: QatOptions) -> int:
+    from quant import qat
+    from quant.qat import distribute
+
+    if args.train_records:
+        files = qat.tfrecord_files(args.train_records, float_model.num_classes)
+    else:
+        files = qat.image_files(args.train_dir, float_model.num_classes, args.labels)
+    result = qat.train_qat(float_model, files, options)
+    if not distribute.is_chief(distribute.strategy(options.strategy, options.device)):
+        print("trained; the chief writes the outputs", file=sys.stderr)
+        return 0
+    for path in qat.save(result, args.out):
         print(path)
     return 0
 

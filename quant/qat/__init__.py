@@ -1,23 +1,24 @@
 """Quantization-aware fine-tuning (tensorflow-model-optimization) exported for the Edge TPU.
 
-``train_qat(float_model, train_images, options)`` runs: wrap the float model with tfmot's
-default 8-bit scheme (:mod:`.layers`: BatchNorm kept for the converter to fold, frozen
-statistics, unsupported layers refused), start each activation range at the float model's
-min / max, fine-tune by distillation from the float model (plus cross-entropy with labels)
-with checkpoints each epoch (:mod:`.train`), export a batch-1 full-integer ``.tflite`` with
-uint8 / int8 / float I/O and check with PTQ's Edge TPU check that every op maps
-(:mod:`.export`). ``save`` (:func:`quant.sidecar.save`, shared with PTQ) writes the model,
-its JSON sidecar and a Markdown summary. Training images: :func:`quant.qat.data.load_training_set`.
+``train_qat(float_model, files, options)`` runs: wrap the float model with tfmot's default
+8-bit scheme (:mod:`.layers`: BatchNorm kept for the converter to fold, frozen statistics,
+unsupported layers refused), start each activation range at the float model's min / max on
+the first evaluation batches, fine-tune by distillation from the float model (plus
+cross-entropy with labels) on streamed, augmented batches (:mod:`.dataset`) with checkpoints
+each epoch (:mod:`.train`), on one device or under a ``tf.distribute`` strategy
+(:mod:`.distribute`), export a batch-1 full-integer ``.tflite`` with uint8 / int8 / float I/O
+and check with PTQ's Edge TPU check that every op maps (:mod:`.export`). ``save``
+(:func:`quant.sidecar.save`, shared with PTQ) writes the model, its JSON sidecar and a
+Markdown summary.
 
 Example::
 
-    from quant.qat import QatOptions, save, train_qat
-    from quant.qat.data import load_training_set
+    from quant.qat import QatOptions, image_files, save, train_qat
     from quant.sources import load_float_model
 
     fm = load_float_model("mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224.tgz")
-    images = load_training_set(["calib/", "more/"], fm.preprocess, fm.num_classes)
-    result = train_qat(fm, images, QatOptions(epochs=3))
+    files = image_files(["calib/", "more/"], fm.num_classes)  # or tfrecord_files("train-*", ...)
+    result = train_qat(fm, files, QatOptions(epochs=3))
     save(result, "out/")
 """
 
@@ -33,11 +34,12 @@ from typing import Any
 
 from edgeq.errors import BadInputError
 from quant.options import QatOptions
-from quant.qat.data import TrainingSet, load_training_set
+from quant.qat.dataset import TrainingFiles, image_files, pipeline, tfrecord_files
 from quant.qat.train import EpochStats
 from quant.sidecar import save
 
-__all__ = ["QatOptions", "QatResult", "TrainingSet", "load_training_set", "save", "train_qat"]
+__all__ = ["QatOptions", "QatResult", "TrainingFiles", "image_files", "save", "tfrecord_files",
+           "train_qat"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +49,8 @@ class QatResult:
     Attributes:
         tflite: the full-integer flatbuffer (batch 1, every op checked to map to the Edge TPU).
         float_model: the :class:`quant.float_model.FloatModel` it came from.
-        calibration: the :class:`~quant.qat.data.TrainingSet` it was trained on (same fields
-            PTQ's sidecar reads from a calibration set).
+        calibration: the :class:`~quant.qat.dataset.TrainingFiles` it was trained on (the
+            fields PTQ's sidecar reads from a calibration set).
         options: the :class:`QatOptions` used.
         history: per-epoch stats of every epoch, including those of an earlier interrupted run.
         resumed_from_epoch: epochs already done by an earlier run (0 for a fresh run).
@@ -61,7 +63,7 @@ class QatResult:
 
     tflite: bytes
     float_model: Any
-    calibration: TrainingSet
+    calibration: TrainingFiles
     options: QatOptions
     history: tuple[dict[str, Any], ...] = ()
     resumed_from_epoch: int = 0
@@ -83,7 +85,7 @@ class QatResult:
         """Return what only QAT derives, for the sidecar: scheme, loss, history, checkpoints."""
         return {
             "scheme": "tfmot default 8-bit",
-            "loss": ("distillation + cross-entropy" if self.calibration.labels is not None
+            "loss": ("distillation + cross-entropy" if self.calibration.has_labels
                      else "distillation"),
             "history": list(self.history),
             "resumed_from_epoch": self.resumed_from_epoch,
@@ -91,7 +93,7 @@ class QatResult:
         }
 
 
-def _checkpoint_dir(float_model, images: TrainingSet, options: QatOptions) -> Path:
+def _checkpoint_dir(float_model, files: TrainingFiles, options: QatOptions) -> Path:
     if options.checkpoint_dir is not None:
         return Path(options.checkpoint_dir)
     from edgeq.paths import cache_dir
@@ -99,29 +101,29 @@ def _checkpoint_dir(float_model, images: TrainingSet, options: QatOptions) -> Pa
     digest = hashlib.sha256()
     for weights in float_model.model.get_weights():
         digest.update(weights.tobytes())
-    digest.update(images.sha256.encode())
+    digest.update(files.sha256.encode())
     digest.update(json.dumps(options.fingerprint(), sort_keys=True, default=str).encode())
     return cache_dir() / "qat" / f"{float_model.name}-{digest.hexdigest()[:16]}"
 
 
-def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None = None,
+def train_qat(float_model, files: TrainingFiles, options: QatOptions | None = None,
               on_epoch_end: Callable[[EpochStats], None] | None = None) -> QatResult:
     """Fine-tune ``float_model`` quantization-aware and export it to full integer.
 
     Nothing is written except checkpoints (``options.checkpoint_dir``, by default under the
     cache, named after the float weights, the images and the settings that shape training):
     rerunning the same call after an interruption resumes after the last finished epoch; a
-    finished run is not trained again, only exported. Call :func:`save` to write the model.
+    finished run is not trained again, only exported. Call :func:`save` to write the model
+    (under ``multiworker``, on the chief only: :func:`quant.qat.distribute.is_chief`).
 
     Args:
         float_model: a :class:`quant.float_model.FloatModel` classifier: ``model`` a functional
             tf-keras model with a batch-1 input and logits out, ``preprocess``, ``name``,
             ``task == "classify"``.
-        train_images: a :class:`~quant.qat.data.TrainingSet` of uint8 pixels at the model's
-            input size (:func:`quant.qat.data.load_training_set`); without ``labels`` the
-            loss is distillation only, with them cross-entropy is added.
+        files: the training images (:func:`image_files` or :func:`tfrecord_files`), streamed;
+            without labels the loss is distillation only, with them cross-entropy is added.
         options: settings (default: 3 epochs, batch 16, Adam lr 1e-5 with cosine decay,
-            uint8 I/O, device auto).
+            uint8 I/O, device auto, no distribution strategy).
         on_epoch_end: called after each epoch's checkpoint with its
             :class:`~quant.qat.train.EpochStats` (raising there stops the run, resumable).
 
@@ -133,46 +135,41 @@ def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None
         ``with_drift`` (as PTQ's, for :func:`quant.ptq.drift.quick_drift`).
 
     Raises:
-        BadInputError: a detector, layers tfmot cannot wrap, images of the wrong size, a
-            converter failure, or a result that would not map entirely to the Edge TPU.
-        MissingToolError: ``device="gpu"`` without a GPU.
+        BadInputError: a detector, layers tfmot cannot wrap, an image that cannot be decoded,
+            a converter failure, or a result that would not map entirely to the Edge TPU.
+        MissingToolError: ``device="gpu"`` without a GPU; ``multiworker`` without a
+            reachable ``TF_CONFIG`` cluster.
     """
-    from edgeq._tensorflow import tf
     from quant.ptq import compat
-    from quant.qat import export, layers, train
+    from quant.qat import distribute, export, layers, train
 
     options = options or QatOptions()
     if float_model.task != "classify":
         raise BadInputError(f"{float_model.name}: quantization-aware training supports "
                             "classifiers; use --method ptq for detectors")
     preprocess = float_model.preprocess
-    if train_images.pixels.shape[1:3] != (preprocess.height, preprocess.width):
-        raise BadInputError(f"training images are {train_images.pixels.shape[1:3]}, the model "
-                            f"takes {(preprocess.height, preprocess.width)}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    folder = _checkpoint_dir(float_model, train_images, options)
+    strategy = distribute.strategy(options.strategy, options.device)
+    folder = _checkpoint_dir(float_model, files, options)
     folder.mkdir(parents=True, exist_ok=True)
     resumed = int(train.read_state(folder).get("epochs_done", 0))
-    with tf.device(train.device_name(options.device)):
-        student_float = layers.with_batch(float_model.model, None)
-        qat_model = layers.quantize_for_training(student_float, float_model.name)
-        pixels = train_images.pixels
-        teacher = train.teacher_outputs(student_float, preprocess.normalize, pixels,
-                                        options.batch_size)
+    with strategy.scope():
+        teacher = layers.with_batch(float_model.model, None)
+        qat_model = layers.quantize_for_training(teacher, float_model.name)
         if not resumed:
-            batches = (preprocess.normalize(pixels[i:i + options.batch_size])
-                       for i in range(0, min(len(pixels),
-                                             options.range_batches * options.batch_size),
-                                      options.batch_size))
-            layers.calibrate_ranges(qat_model, student_float, batches)
-        timings["prepare_s"] = time.perf_counter() - start
-        mark = time.perf_counter()
-        train.fit(qat_model, preprocess.normalize, pixels, teacher, train_images.labels,
-                  options, folder, on_epoch_end)
-        timings["train_s"] = time.perf_counter() - mark
+            first = pipeline(files, preprocess, options.batch_size, options.seed,
+                             training=False).take(options.range_batches)
+            layers.calibrate_ranges(qat_model, teacher, (x.numpy() for x, _ in first),
+                                    _pixel_range(preprocess))
+    timings["prepare_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    train.fit(qat_model, teacher, files, preprocess, options, folder, strategy, on_epoch_end)
+    timings["train_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     shape = tuple(int(d) for d in float_model.model.inputs[0].shape[1:])
+    if distribute.worker_shard(strategy)[0] > 1:
+        qat_model = layers.local_copy(qat_model, float_model.model, float_model.name)
     model = export.to_tflite(qat_model, shape, options.io_type)
     problems = export.edgetpu_problems(model, options.io_type)
     if options.require_edgetpu:
@@ -180,7 +177,14 @@ def train_qat(float_model, train_images: TrainingSet, options: QatOptions | None
     timings["export_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - start
     return QatResult(
-        tflite=model, float_model=float_model, calibration=train_images, options=options,
+        tflite=model, float_model=float_model, calibration=files, options=options,
         history=tuple(train.read_state(folder).get("history", [])), resumed_from_epoch=resumed,
         checkpoint_dir=folder, timings=timings, edgetpu_problems=tuple(problems),
     )
+
+
+def _pixel_range(preprocess) -> tuple[float, float]:
+    """Return the model input values of pixels 0 and 255 over all channels."""
+    low = [(0 - m) / s for m, s in zip(preprocess.mean, preprocess.std, strict=True)]
+    high = [(255 - m) / s for m, s in zip(preprocess.mean, preprocess.std, strict=True)]
+    return min(low + high), max(low + high)

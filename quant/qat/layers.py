@@ -221,6 +221,17 @@ def quantize_for_training(float_model, name: str):
     return model
 
 
+def local_copy(qat_model, float_model, name: str):
+    """Return a copy of ``qat_model`` built outside any distribution strategy, same weights.
+
+    The converter cannot read variables distributed over machines (reading them is a
+    collective op), so a model trained on several machines is exported from this copy.
+    """
+    copy = quantize_for_training(with_batch(float_model, None), name)
+    copy.set_weights(qat_model.get_weights())
+    return copy
+
+
 def trainable_variables(qat_model) -> list:
     """Return the variables to fine-tune: all trainable ones except frozen layers' (BatchNorm).
 
@@ -248,7 +259,8 @@ def _range_variables(qat_model) -> dict[str, tuple[Any, Any]]:
     return ranges
 
 
-def calibrate_ranges(qat_model, float_model, batches) -> int:
+def calibrate_ranges(qat_model, float_model, batches,
+                     input_range: tuple[float, float] | None = None) -> int:
     """Set the weight ranges and the activation ranges of ``qat_model`` from data.
 
     tfmot starts every activation range at [-6, 6] and moves it by 0.1% per training step,
@@ -256,10 +268,15 @@ def calibrate_ranges(qat_model, float_model, batches) -> int:
     at the min / max of the same layer's output in ``float_model`` over ``batches`` (the
     ``""`` entry is the model input), as post-training calibration would set it.
 
+    Call it in the scope of the strategy the models were built in (if any).
+
     Args:
         qat_model: the tfmot-wrapped model.
         float_model: the float model it wraps (same layer names).
         batches: an iterable of float input batches.
+        input_range: the model input's range instead of the batches' (the values of pixels
+            0 and 255: the uint8 input then holds the pixels, and training batches never
+            widen it, so replicas under a distribution strategy keep the same range).
 
     Returns:
         The number of ranges set.
@@ -267,8 +284,13 @@ def calibrate_ranges(qat_model, float_model, batches) -> int:
     from edgeq._tensorflow import keras, tf
 
     batches = list(batches)
-    # One training-mode call sets the weight ranges (tfmot fills them only when training).
-    qat_model(tf.constant(batches[0]), training=True)
+    def fill_weight_ranges(x):
+        return qat_model(x, training=True)
+
+    # One training-mode call sets the weight ranges (tfmot fills them only when training),
+    # in a replica of the distribution strategy whose scope the caller is in, if any.
+    strategy = tf.distribute.get_strategy()
+    tf.function(lambda x: strategy.run(fill_weight_ranges, (x,)))(tf.constant(batches[0]))
     targets = _range_variables(qat_model)
     names = [n for n in targets if n]
     probe = keras.Model(float_model.inputs,
@@ -282,6 +304,8 @@ def calibrate_ranges(qat_model, float_model, batches) -> int:
         values = [batch, *[o.numpy() for o in outputs]]
         low = np.minimum(low, [v.min() for v in values])
         high = np.maximum(high, [v.max() for v in values])
+    if input_range is not None:
+        low[0], high[0] = input_range
     for i, key in enumerate(["", *names]):
         if key in targets:
             minimum, maximum = targets[key]

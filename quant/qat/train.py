@@ -1,10 +1,14 @@
-"""The fine-tuning loop: distillation from the float model, optional labels, resumable.
+"""The fine-tuning loop: distillation from the float model on streamed, augmented batches.
 
-Loss: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` against the float model's
-outputs (precomputed once for each image and its mirror image), plus ``label_weight *``
-cross-entropy when the training set has labels. Adam with a cosine learning-rate decay over
-all steps. After each epoch the model, the optimizer and the epoch are saved under the
-checkpoint folder; a later run with the same model, images and settings resumes from there.
+Each step runs the float model (the teacher) and the tfmot-wrapped one on the same augmented
+batch of the training pipeline (:func:`quant.qat.dataset.pipeline`). Loss:
+``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, plus ``label_weight *``
+cross-entropy over the images that have a label (label -1: none). Adam with a cosine
+learning-rate decay over all steps. The step runs under a ``tf.distribute`` strategy
+(:mod:`.distribute`): each replica takes its share of the global batch, divides its losses
+by the global batch size, and the replicas' sums are added. After each epoch the model, the
+optimizer and the epoch are saved under the checkpoint folder (``state.json`` by the chief
+only); a later run with the same model, images and settings resumes from there.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -21,8 +26,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edgeq.errors import MissingToolError
-from quant.modes import TrainingDevice, parse
+from edgeq.errors import BadInputError
+from edgeq.images import Preprocess
+from quant.qat import distribute
+from quant.qat.dataset import TrainingFiles, pipeline
 from quant.qat.layers import trainable_variables
 
 STATE_FILE = "state.json"
@@ -37,39 +44,6 @@ class EpochStats:
     agreement: float
     steps: int
     seconds: float
-
-
-def device_name(device: TrainingDevice) -> str:
-    """Return the TensorFlow device for ``auto`` / ``cpu`` / ``gpu``.
-
-    Raises:
-        BadInputError: an unknown device name.
-        MissingToolError: ``gpu`` asked for but TensorFlow sees none.
-    """
-    from edgeq._tensorflow import tf
-
-    device = parse(TrainingDevice, device, "--device")
-    gpus = tf.config.list_physical_devices("GPU")
-    if device == TrainingDevice.GPU and not gpus:
-        raise MissingToolError("--device gpu: TensorFlow sees no GPU here; use --device cpu "
-                               "or auto (a GPU needs the tensorflow[and-cuda] wheel)")
-    return "/GPU:0" if gpus and device != TrainingDevice.CPU else "/CPU:0"
-
-
-def teacher_outputs(float_model, inputs: Callable[[np.ndarray], np.ndarray],
-                    pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    """Return the float model's outputs [2, N, C] for each image and its mirror image."""
-    from edgeq._tensorflow import tf
-
-    run = tf.function(lambda x: float_model(x, training=False))
-    halves = []
-    for flip in (False, True):
-        rows = []
-        for start in range(0, len(pixels), batch_size):
-            batch = pixels[start:start + batch_size]
-            rows.append(run(tf.constant(inputs(batch[:, :, ::-1] if flip else batch))).numpy())
-        halves.append(np.concatenate(rows).reshape(len(pixels), -1))
-    return np.stack(halves)
 
 
 def read_state(folder: Path) -> dict[str, Any]:
@@ -89,98 +63,145 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
     temp.replace(folder / STATE_FILE)
 
 
-def fit(qat_model, inputs: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray,
-        teacher: np.ndarray, labels: np.ndarray | None, options: Any, checkpoint_dir: Path,
+def fit(qat_model, teacher, files: TrainingFiles, preprocess: Preprocess, options: Any,
+        checkpoint_dir: Path, strategy: Any,
         on_epoch_end: Callable[[EpochStats], None] | None = None) -> list[EpochStats]:
     """Fine-tune ``qat_model``; save a checkpoint after every epoch; resume from one.
 
+    An epoch is ``ceil(len(files) / batch_size)`` steps; ``options.steps`` sets the total
+    instead (the last epoch may be partial).
+
     Args:
-        qat_model: the tfmot-wrapped model (batch None), ranges already set.
-        inputs: turns uint8 pixels [B, H, W, 3] into model inputs.
-        pixels: training images, uint8 [N, H, W, 3].
-        teacher: float model outputs [2, N, C] (plain, mirrored).
-        labels: output indices [N] or None.
+        qat_model: the tfmot-wrapped model (batch None), ranges already set, built in
+            ``strategy.scope()``.
+        teacher: the float model (batch None, same scope), run on every training batch.
+        files: the training images (:mod:`quant.qat.dataset`).
+        preprocess: the model's input size and normalization.
         options: a :class:`quant.qat.QatOptions`.
         checkpoint_dir: where checkpoints and ``state.json`` live.
+        strategy: the ``tf.distribute`` strategy (:func:`quant.qat.distribute.strategy`).
         on_epoch_end: called with each finished epoch's stats (after its checkpoint).
 
     Returns:
         The stats of the epochs trained in this call (empty when already complete).
+
+    Raises:
+        BadInputError: an image cannot be decoded or a label does not fit the model.
     """
     from edgeq._tensorflow import keras, tf
 
-    count = len(pixels)
-    batch_size = min(options.batch_size, count)
-    per_epoch = math.ceil(count / batch_size)
+    batch_size = min(options.batch_size, len(files))
+    per_epoch = math.ceil(len(files) / batch_size)
     total_steps = options.steps if options.steps else options.epochs * per_epoch
     epochs = math.ceil(total_steps / per_epoch)
-    schedule = keras.optimizers.schedules.CosineDecay(options.lr, max(total_steps, 1))
-    optimizer = keras.optimizers.Adam(schedule)
-    checkpoint = tf.train.Checkpoint(model=qat_model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=1)
+    variables = trainable_variables(qat_model)
+    with strategy.scope():
+        schedule = keras.optimizers.schedules.CosineDecay(options.lr, max(total_steps, 1))
+        optimizer = keras.optimizers.Adam(schedule)
+        optimizer.build(variables)
+        checkpoint = tf.train.Checkpoint(model=qat_model, optimizer=optimizer)
     state = read_state(checkpoint_dir)
     done = int(state.get("epochs_done", 0))
-    if done and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if done and latest:
+        checkpoint.restore(latest)
     else:
         done = 0
-    temperature = float(options.temperature)
-    use_labels = labels is not None and options.label_weight > 0
-
-    variables = trainable_variables(qat_model)
-
-    @tf.function
-    def step(x, soft, hard):
-        with tf.GradientTape() as tape:
-            student = qat_model(x, training=True)
-            log_p = tf.nn.log_softmax(student / temperature)
-            target = tf.nn.softmax(soft / temperature)
-            kl = tf.reduce_sum(target * (tf.math.log(target + 1e-12) - log_p), axis=-1)
-            loss = tf.reduce_mean(kl) * temperature ** 2
-            if use_labels:
-                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(hard, student)
-                loss += options.label_weight * tf.reduce_mean(ce)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        agree = tf.reduce_mean(tf.cast(
-            tf.equal(tf.argmax(student, -1), tf.argmax(soft, -1)), tf.float32))
-        return loss, agree
-
+    if done >= epochs:
+        return []
+    machines, worker = distribute.worker_shard(strategy)
+    data = pipeline(files, preprocess, batch_size, options.seed + done, flip=options.flip,
+                    shard=(machines, worker))
+    batches = iter(strategy.experimental_distribute_dataset(data))
+    step = _train_step(strategy, qat_model, teacher, optimizer, variables, options, batch_size,
+                       files.has_labels)
+    chief = distribute.is_chief(strategy)
     history = []
-    dummy = np.zeros(count, np.int64)
     for epoch in range(done, epochs):
         start = time.perf_counter()
-        rng = np.random.default_rng([options.seed, epoch])
-        order = rng.permutation(count)
-        flips = rng.random(count) < 0.5 if options.flip else np.zeros(count, bool)
         steps = min(per_epoch, total_steps - epoch * per_epoch)
         losses, agrees = [], []
         bar = tqdm(range(steps), desc=f"QAT epoch {epoch + 1}/{epochs}", unit="step",
-                   disable=not options.progress, leave=False)
-        for i in bar:
-            index = order[i * batch_size:(i + 1) * batch_size]
-            batch = pixels[index]
-            flip = flips[index]
-            batch = np.where(flip[:, None, None, None], batch[:, :, ::-1], batch)
-            soft = teacher[flip.astype(int), index]
-            hard = (labels if labels is not None else dummy)[index]
-            loss, agree = step(tf.constant(inputs(batch)), tf.constant(soft),
-                               tf.constant(hard))
+                   disable=not (options.progress and chief), leave=False)
+        for _ in bar:
+            try:
+                loss, agree = step(next(batches))
+            except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+                raise BadInputError(
+                    f"{files.source}: training stopped on its data "
+                    f"({exc.message.strip().splitlines()[0]}); an image cannot be decoded or "
+                    "a label is not an output of the model: fix or remove it, then rerun to "
+                    "resume") from None
             losses.append(float(loss))
             agrees.append(float(agree))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", agree=f"{np.mean(agrees):.3f}")
         bar.close()
-        manager.save(checkpoint_number=epoch + 1)
+        _save(checkpoint, checkpoint_dir, epoch + 1, chief, worker)
         stats = EpochStats(epoch + 1, float(np.mean(losses)), float(np.mean(agrees)), steps,
                            time.perf_counter() - start)
         history.append(stats)
         previous = state.get("history", [])[:epoch]
         state = {"epochs_done": epoch + 1,
                  "history": [*previous, dataclasses.asdict(stats)]}
-        _write_state(checkpoint_dir, state)
-        if options.progress:
+        if chief:
+            _write_state(checkpoint_dir, state)
+        if options.progress and chief:
             print(f"QAT epoch {epoch + 1}/{epochs}: loss {stats.loss:.4f}, agreement with "
-                  f"float {stats.agreement:.3f}, {stats.seconds:.0f} s", file=sys.stderr,
-                  flush=True)
+                  f"float {stats.agreement:.3f}, {steps / stats.seconds:.2f} steps/s, "
+                  f"{stats.seconds:.0f} s", file=sys.stderr, flush=True)
         if on_epoch_end is not None:
             on_epoch_end(stats)
     return history
+
+
+def _train_step(strategy: Any, qat_model, teacher, optimizer, variables: list, options: Any,
+                batch_size: int, labelled: bool) -> Callable:
+    """Return the compiled step: (images, labels) per replica -> (loss, agreement) summed."""
+    from edgeq._tensorflow import tf
+
+    temperature = float(options.temperature)
+    weight = float(options.label_weight)
+    use_labels = labelled and weight > 0
+    total = tf.distribute.ReduceOp.SUM
+
+    def replica_step(images, labels):
+        soft = teacher(images, training=False)
+        with tf.GradientTape() as tape:
+            student = qat_model(images, training=True)
+            target = tf.nn.softmax(soft / temperature)
+            kl = tf.reduce_sum(target * (tf.math.log(target + 1e-12)
+                                         - tf.nn.log_softmax(student / temperature)), axis=-1)
+            loss = tf.nn.compute_average_loss(kl, global_batch_size=batch_size)
+            loss *= temperature ** 2
+            if use_labels:
+                known = labels >= 0
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0),
+                                                                    student)
+                count = tf.distribute.get_replica_context().all_reduce(
+                    total, tf.reduce_sum(tf.cast(known, tf.float32)))
+                loss += weight * tf.reduce_sum(tf.where(known, ce, 0.0)) / tf.maximum(count, 1.0)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        agree = tf.cast(tf.equal(tf.argmax(student, -1), tf.argmax(soft, -1)), tf.float32)
+        return loss, tf.reduce_sum(agree) / batch_size
+
+    @tf.function
+    def step(batch):
+        loss, agree = strategy.run(replica_step, args=batch)
+        return strategy.reduce(total, loss, axis=None), strategy.reduce(total, agree, axis=None)
+
+    return step
+
+
+def _save(checkpoint, folder: Path, epoch: int, chief: bool, worker: int) -> None:
+    """Save ``checkpoint`` as epoch ``epoch`` (one kept).
+
+    Every machine saves (reading distributed variables takes all of them); the chief into
+    ``folder``, the others into a scratch folder that they delete.
+    """
+    from edgeq._tensorflow import tf
+
+    target = folder if chief else folder / f"worker-{worker}.tmp"
+    tf.train.CheckpointManager(checkpoint, str(target), max_to_keep=1).save(
+        checkpoint_number=epoch)
+    if not chief:
+        shutil.rmtree(target, ignore_errors=True)
