@@ -73,8 +73,14 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 def disagreements(a: np.ndarray, b: np.ndarray, limit: int = 20) -> list[tuple[int, int, int]]:
     """Return the most frequent (class of a, class of b, count) top-1 disagreements."""
-    ca, cb = top_k(a, 1)[:, 0], top_k(b, 1)[:, 0]
-    pairs = Counter((int(x), int(y)) for x, y in zip(ca, cb, strict=True) if x != y)
+    return _disagreements(top_k(a, 1)[:, 0], top_k(b, 1)[:, 0], limit)
+
+
+def _disagreements(classes_a: np.ndarray, classes_b: np.ndarray,
+                   limit: int) -> list[tuple[int, int, int]]:
+    """Return the most frequent (class a, class b, count) where the top-1 classes differ."""
+    pairs = Counter((int(x), int(y)) for x, y in zip(classes_a, classes_b, strict=True)
+                    if x != y)
     return [(x, y, n) for (x, y), n in pairs.most_common(limit)]
 
 
@@ -91,8 +97,7 @@ def compare_outputs(float_out: np.ndarray, int8_out: np.ndarray) -> dict[str, fl
 
 def accuracies(outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Return top-1 and top-5 accuracy."""
-    k5 = min(5, outputs.shape[1])
-    return {"top1": accuracy(outputs, labels, 1), "top5": accuracy(outputs, labels, k5)}
+    return _accuracies(top_k(outputs, min(5, outputs.shape[1])), labels)
 
 
 def classification_records(int8_out: np.ndarray,
@@ -146,13 +151,12 @@ def classification_summary(records: dict[str, np.ndarray],
                            float(10 * np.log10(max(float(np.sum(records["signal"])), EPS)
                                                / noise))),
     })
-    pairs = Counter((int(f), int(q)) for f, q in zip(records["float_top"][:, 0],
-                                                     records["int8_top"][:, 0], strict=True)
-                    if f != q)
-    result["disagreements"] = pairs.most_common(20)
+    result["disagreements"] = _disagreements(records["float_top"][:, 0],
+                                             records["int8_top"][:, 0], 20)
     return result
 
 
 def _accuracies(top: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 and top-5 accuracy from each row's top classes, best first."""
     hits = top == np.asarray(labels)[:, None]
     return {"top1": float(hits[:, :1].any(axis=1).mean()), "top5": float(hits.any(axis=1).mean())}

@@ -200,7 +200,7 @@ def _classification(config: ValidateConfig, int8: TfliteRunner, reference: Refer
     for key in ("agreement", "top5_overlap", "kl_mean", "output_sqnr_db"):
         result[key] = summary[key]
     result["disagreements"] = [{"float": f, "int8": q, "count": n}
-                               for (f, q), n in summary["disagreements"]]
+                               for f, q, n in summary["disagreements"]]
     result["layers"] = _layers(config, reference, images.paths, int8.preprocess, spec)
     return result
 
