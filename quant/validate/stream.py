@@ -33,6 +33,7 @@ from edgeq.errors import BadInputError, MissingToolError
 from edgeq.images import Preprocess, decode_images
 from edgeq.outputs import atomic_write, write_json
 from edgetpu.adapters import BBox, Detection
+from quant.fetch import sha256_of
 from quant.validate import metrics
 
 #: Images per batch: enough to amortize a worker round trip, small enough to keep memory flat
@@ -146,18 +147,10 @@ def run_identity(models: WorkerModels, paths: Sequence[Path], task: str,
     """Return what a run's per-batch results depend on (for :class:`BatchStore`)."""
     images = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape"))
     return {"task": task, "batch_images": BATCH_IMAGES, "images": len(paths),
-            "image_list_sha256": images.hexdigest(), "int8_sha256": _sha256(models.int8),
+            "image_list_sha256": images.hexdigest(), "int8_sha256": sha256_of(models.int8),
             "reference": reference_name,
-            "reference_sha256": _sha256(models.reference) if models.reference else None,
+            "reference_sha256": sha256_of(models.reference) if models.reference else None,
             "preprocess": models.preprocess.to_dict(), "device": models.device}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
