@@ -16,7 +16,8 @@ from edgeq.errors import BadInputError
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 # Keras weight short name -> TF-slim variable short name.
-_SLIM_NAMES = {"kernel": "weights", "depthwise_kernel": "depthwise_weights", "bias": "biases"}
+_SLIM_NAMES = {"kernel": "weights", "depthwise_kernel": "depthwise_weights",
+               "pointwise_kernel": "pointwise_weights", "bias": "biases"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,7 @@ from typing import Any
 
 from edgeq.errors import BadInputError
 from edgeq.images import Preprocess, inception_preprocess
+from quant.detection.preprocessing import extractor_preprocess
 
 TASKS = ("classify", "detect")
 # Sort keys: "table" keeps the published order; size-like keys ascend, accuracy keys
@@ -448,16 +449,17 @@ _DETECTION_TABLES = (
          "context_rcnn_resnet101_snapshot_serengeti_2020_06_10", None, 56, "Boxes", 48, 640,
          _fixed(640)),
     )),
+    # SpaghettiNet: 320x320, the input of the released models (the table lists no size).
     _DetectionTable("Pixel 6 Edge TPU models", "Pixel 6 Edge TPU Speed (ms)",
                     "COCO 2017 mAP (uint8)", True, (
         ("spaghettinet_edgetpu_s", "ssd_spaghettinet",
-         "tf1/spaghettinet_edgetpu_s_2021_10_13", 1.3, 26.3, "Boxes", 90, None, None,
+         "tf1/spaghettinet_edgetpu_s_2021_10_13", 1.3, 26.3, "Boxes", 90, 320, _fixed(320),
          (("Pixel 6 Speed with Post-processing on CPU (ms)", "1.8"),)),
         ("spaghettinet_edgetpu_m", "ssd_spaghettinet",
-         "tf1/spaghettinet_edgetpu_m_2021_10_13", 1.4, 27.4, "Boxes", 90, None, None,
+         "tf1/spaghettinet_edgetpu_m_2021_10_13", 1.4, 27.4, "Boxes", 90, 320, _fixed(320),
          (("Pixel 6 Speed with Post-processing on CPU (ms)", "1.9"),)),
         ("spaghettinet_edgetpu_l", "ssd_spaghettinet",
-         "tf1/spaghettinet_edgetpu_l_2021_10_13", 1.7, 28.0, "Boxes", 90, None, None,
+         "tf1/spaghettinet_edgetpu_l_2021_10_13", 1.7, 28.0, "Boxes", 90, 320, _fixed(320),
          (("Pixel 6 Speed with Post-processing on CPU (ms)", "2.1"),)),
     )),
 )
@@ -499,8 +501,8 @@ def _detector(table: _DetectionTable, name: str, family: str, archive: str,
         name=name, task="detect", family=family, url=url, input_size=size,
         depth_multiplier=0.75 if "0.75_depth" in name else None, num_classes=num_classes,
         checkpoint_prefix="model.ckpt",
-        preprocess=inception_preprocess(size) if size and family not in _TWO_STAGE_FAMILIES
-        else None,
+        preprocess=extractor_preprocess(_feature_extractor(name, family), size)
+        if size and family not in _TWO_STAGE_FAMILIES else None,
         source_table=f"{_OD_TABLE} ({table.title})",
         speed_ms=timing_ms, timing=table.timing if timing_ms is not None else None,
         map=published_map, map_metric=table.metric,

@@ -12,33 +12,34 @@ every model (``TFLite_Detection_PostProcess``, 100 detections, NMS IoU 0.6):
   (int8 instead of uint8 input and output), ``bias_corrected`` (bias correction on, which
   the detector default leaves off);
 - ``anchor_max_abs_diff``: our anchors against the shared model's ``anchors`` tensor;
-- per builder (random weights): parameter count, MACs, anchors and ``mapped_share``, the
-  share of ops the offline Edge TPU analyzer maps after our quantization (the post-processing
-  op included).
+- ``builders``: every detection builder on the network of each buildable zoo row (random
+  weights, the sample config's settings, quantized and analysed as ``scripts/zoo_latency.py``
+  does): parameter count, MACs, anchors, ``mapped_share`` (the share of ops the offline
+  Edge TPU analyzer maps, the post-processing op included) and the ops left on the CPU.
 
 Prints a table and writes JSON::
 
     python scripts/bench_detection.py --json out/bench_detection.json
+    python scripts/bench_detection.py --builders-only --builders 'resnet|inception' \
+        --json out/bench_detection_builders.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
+import re
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from tqdm import tqdm
 
+from edgeq.errors import BadInputError
 from edgeq.images import decode_images, image_sizes, inception_preprocess, list_images
 from edgeq.outputs import write_json
 from edgeq.paths import shared_data_dir
-from edgetpu.analyze import analyze_model
 from quant.calibration import CalibrationSet
-from quant.detection.anchors import AnchorConfig, MultiscaleAnchorConfig
-from quant.detection.pipeline_config import BoxPredictorConfig, FeatureExtractorConfig, SsdConfig
 from quant.detection.postprocess import DetectionHead, replace_postprocess_settings
 from quant.detection.sources import load_ssd_checkpoint
 from quant.float_model import FloatModel
@@ -49,29 +50,8 @@ from quant.validate.runners import TfliteRunner
 
 MAX_DETECTIONS = 100
 NMS_IOU = 0.6
-# (name, feature extractor type, SSDLite, input size) of the builders without real weights.
-BUILDERS = (
-    ("ssd_mobilenet_v2", "ssd_mobilenet_v2", False, 300),
-    ("ssdlite_mobilenet_v2", "ssd_mobilenet_v2", True, 300),
-    ("ssdlite_mobilenet_v3_large", "ssd_mobilenet_v3_large", True, 320),
-    ("ssdlite_mobilenet_v3_small", "ssd_mobilenet_v3_small", True, 320),
-    ("ssdlite_mobilenet_edgetpu", "ssd_mobilenet_edgetpu", True, 320),
-    # samples/configs/ssdlite_mobiledet_{cpu,dsp,edgetpu,gpu}_320x320_coco_sync_4x4.config
-    *((f"ssdlite_mobiledet_{kind}", f"ssd_mobiledet_{kind}", True, 320)
-      for kind in ("cpu", "dsp", "edgetpu", "gpu")),
-)
-# (name = feature extractor type, input size, box predictor, anchors) of the weight-shared
-# zoo configs (samples/configs/ssd_mobilenet_v1_{ppn,fpn}_shared_box_predictor_*.config).
-WEIGHT_SHARED_BUILDERS = (
-    ("ssd_mobilenet_v1_ppn", 300,
-     BoxPredictorConfig(kernel_size=1, num_layers_before_predictor=1, weight_shared=True,
-                        depth=512, share_prediction_tower=True),
-     AnchorConfig(min_scale=0.15, reduce_boxes_in_lowest_layer=False)),
-    ("ssd_mobilenet_v1_fpn", 640,
-     BoxPredictorConfig(kernel_size=3, num_layers_before_predictor=4, weight_shared=True,
-                        depth=256),
-     MultiscaleAnchorConfig()),
-)
+#: A builder with no row in the zoo: measured with the settings of the EdgeTPU row.
+EXTRA_BUILDERS = {"ssdlite_mobiledet_gpu": ("ssd_mobiledet_edgetpu_coco", "ssd_mobiledet_gpu")}
 
 
 def main() -> None:
@@ -86,10 +66,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench_detection"))
     parser.add_argument("--skip-builders", action="store_true",
                         help="skip the per-builder parameter counts")
+    parser.add_argument("--builders", default="", metavar="REGEX",
+                        help="measure only the builders whose zoo row name matches")
+    parser.add_argument("--builders-only", action="store_true",
+                        help="measure the builders only (no COCO scoring)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.builders_only:
+        result = {"builders": _builders(args.builders),
+                  "seconds": round(time.perf_counter() - start, 1)}
+        _print_table(result)
+        if args.json:
+            write_json(args.json, result)
+        return
 
     images = coco_images(args.coco / "val2017", args.coco / "annotations/instances_val2017.json")
     calibration = [p for p in list_images(args.coco / "val2017").paths
@@ -138,8 +129,7 @@ def main() -> None:
 
     oracle = _oracle_anchors(args.int8_model)
     anchors = head.anchors
-    builders = {} if args.skip_builders else _builders(loaded.config, head,
-                                                       calibration_set.pixels[:8])
+    builders = {} if args.skip_builders else _builders(args.builders)
 
     result = {
         "images": len(images.ids),
@@ -190,50 +180,36 @@ def _oracle_anchors(path: Path) -> tuple[np.ndarray, float]:
     return (values - zero_point) * np.float32(scale), float(scale)
 
 
-def _builders(v1_config: SsdConfig, head: DetectionHead,
-              calibration: np.ndarray) -> dict[str, dict]:
-    """Return, per builder (random weights, 90 classes), its parameters and the share of its
-    ops the offline Edge TPU analyzer maps after our PTQ (post-processing included), with
-    its parameters (BatchNorm moving statistics included), MACs and anchors."""
-    from quant.detection.anchors import ssd_anchors
-    from quant.detection.sources import feature_map_sizes
-    from quant.detection.ssd import build_ssd
-    from quant.models.stats import count_macs
+def _builders(pattern: str = "") -> dict[str, dict]:
+    """Measure every detection builder on the network of its zoo rows (random weights).
 
-    variants = {"ssd_mobilenet_v1_0.75_depth": v1_config}
-    for name, kind, lite, size in BUILDERS:
-        variants[name] = dataclasses.replace(
-            v1_config, image_size=(size, size),
-            feature_extractor=FeatureExtractorConfig(kind, 1.0, 16, use_depthwise=lite),
-            box_predictor=dataclasses.replace(v1_config.box_predictor,
-                                              kernel_size=3 if lite else 1,
-                                              use_depthwise=lite))
-    for name, size, predictor, anchors in WEIGHT_SHARED_BUILDERS:
-        variants[name] = dataclasses.replace(
-            v1_config, image_size=(size, size), feature_extractor=FeatureExtractorConfig(name),
-            box_predictor=predictor, anchors=anchors)
+    One entry per detection row of the zoo with a registered builder whose name matches
+    ``pattern`` (and per :data:`EXTRA_BUILDERS`; a row the builder refuses is listed with
+    the reason), built from its sample config and quantized and analysed as
+    ``scripts/zoo_latency.py`` does: parameters (BatchNorm moving statistics included),
+    MACs, anchors, and the share of ops the offline Edge TPU analyzer maps (the
+    post-processing op included) with the ops it leaves on the CPU.
+    """
+    import zoo_latency
+
+    from quant import zoo
+
+    specs = {spec.name: spec for spec in zoo_latency.candidates() if spec.task == "detect"}
+    for name, (row, builder) in EXTRA_BUILDERS.items():
+        specs[name] = dataclasses.replace(zoo.get_model(row), name=name, builder=builder)
     rows = {}
-    for name, config in variants.items():
-        model = build_ssd(config, name=name)
-        size = config.image_size[0]
-        anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
-        float_model = FloatModel(
-            model=model, preprocess=inception_preprocess(size), name=name, task="detect",
-            source="random weights", postprocess=DetectionHead(head.settings, anchors))
-        pixels = np.stack([np.asarray(Image.fromarray(p).resize((size, size)))
-                           for p in calibration])
-        result = quantize_model(float_model, CalibrationSet(pixels, (), "coco", "-"),
-                                QuantizeOptions(require_edgetpu=False))
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.tflite"
-            path.write_bytes(result.tflite)
-            analysis = analyze_model(path)
-        rows[name] = {"params": int(model.count_params()), "macs": count_macs(model),
-                      "anchors": len(anchors), "input_size": size,
-                      "ops": analysis.summary["ops"], "mapped": analysis.summary["mapped"],
-                      "mapped_share": round(analysis.summary["mapped"] /
-                                            analysis.summary["ops"], 3),
-                      "cpu_ops": analysis.summary["cpu_ops"]}
+    chosen = {name: spec for name, spec in specs.items() if re.search(pattern, name)}
+    for name, spec in tqdm(chosen.items(), desc="builders", unit="model"):
+        try:
+            entry = zoo_latency.measure(spec)
+        except BadInputError as exc:
+            rows[name] = {"builder": spec.builder, "refused": str(exc)}
+            continue
+        verdict = entry["edgetpu"]
+        rows[name] = {"builder": spec.builder, "input_size": spec.input_size, **entry["graph"],
+                      "ops": verdict["ops"], "mapped": verdict["mapped"],
+                      "mapped_share": round(verdict["mapped"] / verdict["ops"], 3),
+                      "cpu_ops": verdict["cpu_ops"], "seconds": entry["seconds"]}
     return rows
 
 
@@ -243,8 +219,13 @@ def _print_table(result: dict) -> None:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     for name, row in result["builders"].items():
-        print(f"{name:<{width}}  params {row['params']:,}  MACs {row['macs'] / 1e9:.2f} B  "
-              f"anchors {row['anchors']}  mapped {row['mapped_share']}")
+        if "refused" in row:
+            print(f"{name:<{width}}  {row['builder']:<24} refused: {row['refused']}")
+            continue
+        cpu = ", ".join(f"{op} x{count}" for op, count in row["cpu_ops"].items()) or "-"
+        print(f"{name:<{width}}  {row['builder']:<24} {row['input_size']:>4}  "
+              f"params {row['params'] / 1e6:6.2f} M  MACs {row['macs'] / 1e9:6.2f} B  "
+              f"anchors {row['anchors']:>6}  mapped {row['mapped_share']:.3f}  CPU: {cpu}")
 
 
 if __name__ == "__main__":

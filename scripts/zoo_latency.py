@@ -56,7 +56,7 @@ QUANTIZE_SETTINGS = {"require_edgetpu": False, "rounding": "nearest", "bias_corr
 # --- Detector configs: the network fields of the OD API sample configs ---------------------
 _HYPERPARAMS = "conv_hyperparams { activation: RELU_6 batch_norm { epsilon: 0.001 } }"
 _SSD_ANCHORS = """ssd_anchor_generator {
-        num_layers: 6 min_scale: %(min_scale)s max_scale: 0.95
+        num_layers: %(num_layers)d min_scale: %(min_scale)s max_scale: 0.95
         aspect_ratios: [1.0, 2.0, 0.5, 3.0, 0.3333]%(anchor_extra)s
       }"""
 _CONVOLUTIONAL = """convolutional_box_predictor {
@@ -90,11 +90,24 @@ _MODEL = """model {
 # ssd_mobilenet_v2_quantized_300x300_coco, ssd_mobilenet_v2_oid_v4, ssdlite_mobilenet_v2_coco,
 # ssdlite_mobilenet_v3_{large,small}_320x320_coco, ssdlite_mobilenet_edgetpu_320x320_coco,
 # ssdlite_mobiledet_{cpu,dsp,edgetpu}_320x320_coco_sync_4x4,
-# ssd_mobilenet_v1_{ppn,fpn}_shared_box_predictor_*_coco14_sync).
-_SSD = {"anchors": _SSD_ANCHORS, "min_scale": 0.2, "anchor_extra": "",
+# ssd_mobilenet_v1_{ppn,fpn}_shared_box_predictor_*_coco14_sync, ssd_inception_v2_coco).
+_SSD = {"anchors": _SSD_ANCHORS, "num_layers": 6, "min_scale": 0.2, "anchor_extra": "",
         "predictor": _CONVOLUTIONAL, "kernel": 1, "depthwise": "false",
         "extractor_depthwise": "false", "extractor_extra": "", "iou": 0.6}
 _SSDLITE = {**_SSD, "kernel": 3, "depthwise": "true", "extractor_depthwise": "true"}
+_OVERRIDE = "\n      override_base_feature_extractor_hyperparams: true"
+_FPN_ANCHORS = """multiscale_anchor_generator {
+        min_level: %(min_level)d max_level: 7 anchor_scale: 4.0 aspect_ratios: [1.0, 2.0, 0.5]
+        scales_per_octave: 2
+      }"""
+_FPN_PREDICTOR = """weight_shared_convolutional_box_predictor {
+        depth: 256 num_layers_before_predictor: %(tower)d kernel_size: 3
+        """ + _HYPERPARAMS + """
+      }"""
+# ssd_resnet50_v1_fpn_shared_box_predictor_640x640_coco14_sync.config; the OID v4 row
+# (ssd_resnet101_v1_fpn_shared_box_predictor_oid_512x512_sync) differs in _ROW_FIELDS.
+_RESNET_FPN = {**_SSD, "anchors": _FPN_ANCHORS, "min_level": 3, "predictor": _FPN_PREDICTOR,
+               "tower": 4, "extractor_extra": _OVERRIDE}
 _FAMILY_FIELDS: dict[str, dict[str, Any]] = {
     "ssd_mobilenet_v1": _SSD,
     "ssd_mobilenet_v2": _SSD,
@@ -110,24 +123,44 @@ _FAMILY_FIELDS: dict[str, dict[str, Any]] = {
         """ + _HYPERPARAMS + """
       }"""},
     "ssd_mobilenet_v1_fpn": {
+        **_SSD, "anchors": _FPN_ANCHORS, "min_level": 3, "predictor": _FPN_PREDICTOR,
+        "tower": 4, "extractor_extra": "\n      fpn { min_level: 3 max_level: 7 }"},
+    "ssd_resnet50_v1_fpn": _RESNET_FPN,
+    "ssd_resnet101_v1_fpn": _RESNET_FPN,
+    "ssd_inception_v2": {**_SSD, "kernel": 3, "extractor_extra": _OVERRIDE},
+    # ssd_mobilenet_v2_mnasfpn_shared_box_predictor_320x320_coco_sync.config
+    "ssd_mobilenet_v2_mnasfpn": {
         **_SSD, "anchors": """multiscale_anchor_generator {
-        min_level: 3 max_level: 7 anchor_scale: 4.0 aspect_ratios: [1.0, 2.0, 0.5]
-        scales_per_octave: 2
+        min_level: 3 max_level: 6 anchor_scale: 3.0 aspect_ratios: [1.0, 2.0, 0.5]
+        scales_per_octave: 3
       }""",
         "predictor": """weight_shared_convolutional_box_predictor {
-        depth: 256 num_layers_before_predictor: 4 kernel_size: 3
+        depth: 64 num_layers_before_predictor: 4 share_prediction_tower: true
+        use_depthwise: true kernel_size: 3
         """ + _HYPERPARAMS + """
       }""",
-        "extractor_extra": "\n      fpn { min_level: 3 max_level: 7 }"},
+        "extractor_extra": "\n      fpn { min_level: 3 max_level: 6 additional_layer_depth: 48 }"
+                           + _OVERRIDE},
+    # SpaghettiNet (no sample config is published; the archives' layout): five feature
+    # maps, SSDLite box predictors; the arch name comes from the row (_ROW_FIELDS).
+    "ssd_spaghettinet": {**_SSDLITE, "num_layers": 5, "extractor_depthwise": "false"},
 }
 # Rows whose sample config differs from their family's in the network fields:
-# ssd_mobilenet_v2_coco.config (depthwise extra layers, full 3x3 box predictors) and
-# facessd_mobilenet_v2_quantized_320x320_open_image_v4.config.
+# ssd_mobilenet_v2_coco.config (depthwise extra layers, full 3x3 box predictors),
+# facessd_mobilenet_v2_quantized_320x320_open_image_v4.config and the OID v4 ResNet-101 FPN.
 _ROW_FIELDS: dict[str, dict[str, Any]] = {
     "ssd_mobilenet_v2_coco": {"kernel": 3, "extractor_depthwise": "true"},
     "facessd_mobilenet_v2_quantized_open_image_v4": {
         "kernel": 3, "iou": 0.5,
+        "anchor_extra": "".join(f"\n        height_stride: {s} width_stride: {s}"
+                                for s in (16, 32, 64, 128, 256, 512)),
         "extractor_extra": "\n      pad_to_multiple: 32 use_explicit_padding: true"},
+    **{f"spaghettinet_edgetpu_{size}": {
+        "extractor_extra": f"\n      spaghettinet_arch_name: 'spaghettinet_edgetpu_{size}'"}
+       for size in "sml"},
+    "ssd_resnet_101_fpn_oidv4": {
+        "min_level": 2, "tower": 2,
+        "extractor_extra": "\n      fpn { min_level: 2 max_level: 7 }" + _OVERRIDE},
 }
 
 
@@ -198,7 +231,9 @@ def measure(spec: zoo.ModelSpec, keep: Path | None = None) -> dict[str, Any]:
         keep: folder to keep the int8 ``.tflite`` in (default: a temporary file).
 
     Returns:
-        ``{"builder": settings, "features": GraphFeatures.to_dict(), "seconds": s}``.
+        ``{"builder": settings, "features": GraphFeatures.to_dict(), "edgetpu": the
+        analyzer's op count, mapped count and CPU ops, "graph": params, MACs (and anchors),
+        "seconds": s}``.
 
     Raises:
         BadInputError: the builder refuses the row, or the PTQ fails on it.
@@ -217,10 +252,21 @@ def measure(spec: zoo.ModelSpec, keep: Path | None = None) -> dict[str, Any]:
         path = Path(keep or scratch) / f"{spec.name}_int8_random.tflite"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(tflite)
-        mapped = [op.mapped for op in analyze_model(path).ops]
-        features = graph_features(read_model(path), mapped)
-    return {"builder": settings, "features": features.to_dict(),
-            "seconds": round(time.perf_counter() - start, 1)}
+        analysis = analyze_model(path)
+        features = graph_features(read_model(path), [op.mapped for op in analysis.ops])
+    verdict = {key: analysis.summary[key] for key in ("ops", "mapped", "cpu_ops")}
+    return {"builder": settings, "features": features.to_dict(), "edgetpu": verdict,
+            "graph": _graph(model), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _graph(model: Any) -> dict[str, int]:
+    """Parameters (BatchNorm statistics included), MACs and, for detectors, anchors."""
+    from quant.models.stats import count_macs
+
+    graph = {"params": int(model.model.count_params()), "macs": int(count_macs(model.model))}
+    if model.postprocess is not None:
+        graph["anchors"] = len(model.postprocess.anchors)
+    return graph
 
 
 def quantize_random(model: Any, size: int) -> bytes:

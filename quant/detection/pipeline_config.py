@@ -25,7 +25,13 @@ from quant.detection.anchors import AnchorConfig, MultiscaleAnchorConfig
 @dataclasses.dataclass(frozen=True)
 class FeatureExtractorConfig:
     """``feature_extractor`` settings: type (``ssd_mobilenet_v1``...), depth, activation, and
-    the ``fpn`` levels and depth of the FPN extractors (OD API defaults 3, 7, 256)."""
+    the ``fpn`` levels and depth of the FPN extractors (OD API defaults 3, 7, 256).
+
+    ``override_base_hyperparams`` (``override_base_feature_extractor_hyperparams``): the
+    ``conv_hyperparams`` (``activation``, ``batch_norm_epsilon``) apply to the backbone too,
+    not only to the layers added on top of it. ``spaghettinet_arch_name``: the
+    ``ssd_spaghettinet`` variant (OD API default ``spaghettinet_edgetpu_m``).
+    """
 
     type: str
     depth_multiplier: float = 1.0
@@ -34,9 +40,12 @@ class FeatureExtractorConfig:
     use_depthwise: bool = False
     use_explicit_padding: bool = False
     activation: str = "RELU_6"
+    override_base_hyperparams: bool = False
+    batch_norm_epsilon: float = 0.001
     fpn_min_level: int = 3
     fpn_max_level: int = 7
     additional_layer_depth: int = 256
+    spaghettinet_arch_name: str = "spaghettinet_edgetpu_m"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +173,14 @@ def ssd_config_from_message(config: Message, source: str = "pipeline.config") ->
             use_depthwise=bool(_get(extractor, "use_depthwise", False)),
             use_explicit_padding=bool(_get(extractor, "use_explicit_padding", False)),
             activation=_activation(extractor),
+            override_base_hyperparams=bool(
+                _get(extractor, "override_base_feature_extractor_hyperparams", False)),
+            batch_norm_epsilon=_batch_norm_epsilon(extractor),
             fpn_min_level=int(_get(fpn, "min_level", 3)),
             fpn_max_level=int(_get(fpn, "max_level", 7)),
             additional_layer_depth=int(_get(fpn, "additional_layer_depth", 256)),
+            spaghettinet_arch_name=str(
+                _get(extractor, "spaghettinet_arch_name", "spaghettinet_edgetpu_m")),
         ),
         box_predictor=BoxPredictorConfig(
             kernel_size=int(_get(predictor, "kernel_size", 3 if weight_shared else 1)),
@@ -253,6 +267,12 @@ def _one(message: Message, name: str, source: str, what: str | None = None) -> M
 
 def _missing(source: str, field: str) -> Any:
     raise BadInputError(f"{source}: {field} is missing")
+
+
+def _batch_norm_epsilon(section: Message) -> float:
+    """The ``conv_hyperparams.batch_norm.epsilon`` of a section (proto default 0.001)."""
+    batch_norm = _get(_get(section, "conv_hyperparams", {}), "batch_norm", {})
+    return float(_get(batch_norm, "epsilon", 0.001))
 
 
 def _activation(section: Message) -> str:

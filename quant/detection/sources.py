@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeq.errors import BadInputError
-from edgeq.images import Preprocess, inception_preprocess
+from edgeq.images import Preprocess
 from quant.detection.anchors import ssd_anchors
 from quant.detection.pipeline_config import SsdConfig, read_ssd_config
 from quant.detection.postprocess import DetectionHead
+from quant.detection.preprocessing import extractor_preprocess
 from quant.fetch import locate_checkpoint
 from quant.float_model import FloatModel
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 # Checkpoint scopes an SSD's weights live in; anything else under them must be consumed.
 SSD_SCOPES = ("FeatureExtractor", "BoxPredictor", "WeightSharedConvolutionalBoxPredictor")
+# Ranges that quantization-aware training (the ``graph_rewriter`` of ``*_quantized_*``
+# configs) adds beside each weight and activation; our PTQ measures its own.
+_QUANTIZATION_RANGE = re.compile(r"/(?:weights_quant|act_quant)/(?:min|max)$")
 # The box-encoding reshape of each feature map (its input is the predictor's conv output).
 _BOX_RESHAPE = re.compile(r"(?:BoxPredictor|WeightSharedConvolutionalBoxPredictor)(?:_(\d+))?"
                           r"/Reshape")
@@ -73,10 +77,11 @@ def load_ssd_checkpoint(source: str | Path, checkpoint_prefix: str | None = "mod
         name for name in names
         if name.startswith(SSD_SCOPES) and "ExponentialMovingAverage" not in name
         and not any(slot in name for slot in ("/RMSProp", "/Momentum", "/Adam"))
+        and not _QUANTIZATION_RANGE.search(name)
         and not name.startswith(ignored)
     }
     if report.loaded != len(expected):
-        unused = [name for name in report.unused if not name.startswith(ignored)]
+        unused = [name for name in report.unused if name in expected]
         raise BadInputError(
             f"{files.prefix}: the model took {report.loaded} of the checkpoint's "
             f"{len(expected)} feature extractor / box predictor variables; unused: "
@@ -102,7 +107,8 @@ def load_detection_model(spec: ModelSpec, checkpoint: str, source: str) -> Float
             f"{checkpoint}: pipeline.config says {height}x{width} but {spec.name} is "
             f"{spec.input_size}x{spec.input_size}; is it the right archive?"
         )
-    preprocess = spec.preprocess or inception_preprocess(height)
+    preprocess = spec.preprocess or extractor_preprocess(loaded.config.feature_extractor.type,
+                                                         height, width)
     return FloatModel(
         model=loaded.model, preprocess=preprocess, name=spec.name, task="detect",
         source=source,
@@ -123,7 +129,8 @@ def random_ssd(config: SsdConfig, name: str, preprocess: Preprocess | None = Non
     model = build_ssd(config, name=name)
     anchors = ssd_anchors(config.anchors, feature_map_sizes(model), config.image_size)
     return FloatModel(model=model, name=name, task="detect", source="random weights",
-                      preprocess=preprocess or inception_preprocess(config.image_size[0]),
+                      preprocess=preprocess or extractor_preprocess(
+                          config.feature_extractor.type, *config.image_size),
                       spec=spec, postprocess=DetectionHead.from_config(config, anchors))
 
 

@@ -8,12 +8,16 @@ the backbone under ``FeatureExtractor/<Backbone>``, extra feature maps named by
 predictors ``BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}`` (with ``_depthwise``
 separable parts in SSDLite). See :mod:`quant.models._layers` for the naming rule. The
 MobileDet extractors (``ssd_mobiledet_{cpu,dsp,edgetpu,gpu}``, :mod:`quant.models.mobiledet`)
-feed ``C4`` and ``C5`` to the same extra feature maps (``MobileDetEdgeTPU/C5_2_Conv2d_2_...``).
+feed ``C4`` and ``C5`` to the same extra feature maps (``MobileDetEdgeTPU/C5_2_Conv2d_2_...``),
+as ``ssd_inception_v2`` feeds ``Mixed_4c`` and ``Mixed_5c`` (:mod:`quant.models.inception_v2`).
+``use_explicit_padding`` (``ssd_mobilenet_v2``, the face SSD) pads every conv wider than 1x1
+with TF-slim's fixed padding and runs it 'VALID'.
 
-Two MobileNet v1 extractors build their own feature maps: ``ssd_mobilenet_v1_ppn`` pools
-``Conv2d_11_pointwise`` five times (``pooling_pyramid_feature_maps``), ``ssd_mobilenet_v1_fpn``
-adds a feature pyramid (``FeatureExtractor/MobilenetV1/fpn/{projection_N,smoothing_N,
-bottom_up_Conv2d_N}``). Both come with the ``weight_shared_convolutional_box_predictor``:
+Some extractors build their own feature maps: ``ssd_mobilenet_v1_ppn`` pools
+``Conv2d_11_pointwise`` five times (``pooling_pyramid_feature_maps``); the FPN extractors add a
+feature pyramid over MobileNet v1 or ResNet v1 50 / 101 (:mod:`quant.models.resnet_v1`):
+``FeatureExtractor/{MobilenetV1,resnet_v1_50}/fpn/{projection_N,smoothing_N,bottom_up_...}``.
+They come with the ``weight_shared_convolutional_box_predictor``:
 one set of convolutions (``WeightSharedConvolutionalBoxPredictor/{BoxPredictionTower,
 ClassPredictionTower or PredictionTower}/conv2d_N``, ``.../{BoxPredictor,ClassPredictor}``)
 applied to every feature map, with one BatchNorm per map (``conv2d_N/BatchNorm/feature_M``).
@@ -34,8 +38,10 @@ from collections.abc import Callable
 from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
 from quant.detection.anchors import anchors_per_location
+from quant.detection.mnasfpn import mnasfpn_feature_maps
 from quant.detection.pipeline_config import SsdConfig
 from quant.models._layers import BATCH_NORM_EPSILON, conv_bn, depthwise_bn
+from quant.models.inception_v2 import inception_v2_features
 from quant.models.mobiledet import (
     MOBILEDET_CPU,
     MOBILEDET_DSP,
@@ -48,6 +54,8 @@ from quant.models.mobilenet_edgetpu import V3_EDGETPU
 from quant.models.mobilenet_v1 import mobilenet_v1_features
 from quant.models.mobilenet_v2 import mobilenet_v2_features
 from quant.models.mobilenet_v3 import V3_LARGE_DETECTION, V3_SMALL_DETECTION, mobilenet_v3_trunk
+from quant.models.resnet_v1 import ConvStyle, resnet_v1_features
+from quant.models.spaghettinet import spaghettinet_feature_maps
 
 layers = keras.layers
 
@@ -61,6 +69,10 @@ _V1_SCOPE = "FeatureExtractor/MobilenetV1"
 _FPN_BLOCKS = ("Conv2d_3_pointwise", "Conv2d_5_pointwise", "Conv2d_11_pointwise",
                "Conv2d_13_pointwise")
 _PPN_LAYERS = 6
+# Extractors that implement use_explicit_padding (TF-slim fixed padding before 'VALID' convs).
+_EXPLICIT_PADDING = ("ssd_mobilenet_v2", "ssd_spaghettinet")
+# Extractors whose own arg scope sets every layer: the config's conv_hyperparams do not apply.
+_OWN_ARG_SCOPE = ("ssd_mobilenet_v2_mnasfpn", "ssd_spaghettinet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +97,16 @@ def _mobilenet_v2_endpoints(inputs, config: SsdConfig, scope: str) -> list:
             f"ssd_mobilenet_v2 with depth_multiplier {fe.depth_multiplier} is not supported "
             "(the builder keeps Conv_1 at 1280 channels below 1.0, the OD API does not)"
         )
-    top = mobilenet_v2_features(inputs, fe.depth_multiplier, scope)
+    top = mobilenet_v2_features(inputs, fe.depth_multiplier, scope, fe.use_explicit_padding)
     trunk = keras.Model(inputs, top)
     # layer_15/expansion_output of TF-slim: the expand conv (after ReLU6) of expanded_conv_13.
     return [trunk.get_layer(f"{scope}/expanded_conv_13/expand/Relu6").output, top]
+
+
+def _inception_v2_endpoints(inputs, config: SsdConfig, scope: str) -> list:
+    fe = config.feature_extractor
+    ends = inception_v2_features(inputs, scope, fe.depth_multiplier, fe.min_depth)
+    return [ends["Mixed_4c"], ends["Mixed_5c"]]
 
 
 def _trunk_endpoints(spec, first: str, last: str) -> Callable[[object, SsdConfig, str], list]:
@@ -116,6 +134,9 @@ _BACKBONES: dict[str, _Backbone] = {
     "ssd_mobilenet_v1": _Backbone(_V1_SCOPE, _mobilenet_v1_endpoints, "Conv2d_13_pointwise"),
     "ssd_mobilenet_v2": _Backbone("FeatureExtractor/MobilenetV2", _mobilenet_v2_endpoints,
                                   "layer_19"),
+    # ssd_inception_v2_feature_extractor.py: from_layer Mixed_4c, Mixed_5c.
+    "ssd_inception_v2": _Backbone("FeatureExtractor/InceptionV2", _inception_v2_endpoints,
+                                  "Mixed_5c"),
     # ssd_mobilenet_v3_feature_extractor.py: from_layer of the large / small extractors.
     "ssd_mobilenet_v3_large": _Backbone(
         "FeatureExtractor/MobilenetV3",
@@ -152,11 +173,12 @@ def _multi_resolution_feature_maps(backbone: _Backbone, inputs, config: SsdConfi
         half = _depth(config, layer_depth // 2)
         x = conv_bn(x, half, 1, 1, f"{prefix}_1_Conv2d_{index}_1x1_{half}")
         scope = f"{prefix}_2_Conv2d_{index}_3x3_s2_{_depth(config, layer_depth)}"
+        explicit = config.feature_extractor.use_explicit_padding
         if config.feature_extractor.use_depthwise:
-            x = depthwise_bn(x, 2, f"{scope}_depthwise")
+            x = depthwise_bn(x, 2, f"{scope}_depthwise", explicit_padding=explicit)
             x = conv_bn(x, _depth(config, layer_depth), 1, 1, scope)
         else:
-            x = conv_bn(x, _depth(config, layer_depth), 3, 2, scope)
+            x = conv_bn(x, _depth(config, layer_depth), 3, 2, scope, explicit_padding=explicit)
         feature_maps.append(x)
     return feature_maps
 
@@ -174,22 +196,64 @@ def _ppn_feature_maps(inputs, config: SsdConfig) -> list:
     return feature_maps
 
 
-def _fpn_feature_maps(inputs, config: SsdConfig) -> list:
-    """FPN levels ``fpn_min_level`` ... ``fpn_max_level`` over MobileNet v1 (the OD API FPN).
+@dataclasses.dataclass(frozen=True)
+class _FpnBackbone:
+    """An FPN feature extractor: its scope, its level 2 ... 5 endpoints (finest first), and
+    the scope of the stride-2 conv that makes each level above 5 (from the level below)."""
 
-    Levels up to 5 are the top-down maps of ``_FPN_BLOCKS``; higher levels are 3x3 / 2
-    convs (``bottom_up_Conv2d_14``...) on the level-5 map.
+    scope: str
+    endpoints: Callable[[object, SsdConfig, str], list]
+    bottom_up: Callable[[int], str]
+
+
+def _mobilenet_v1_fpn_endpoints(inputs, config: SsdConfig, scope: str) -> list:
+    fe = config.feature_extractor
+    ends = mobilenet_v1_features(inputs, fe.depth_multiplier, fe.min_depth, scope)
+    return [ends[block] for block in _FPN_BLOCKS]
+
+
+def _resnet_fpn_endpoints(depth: int) -> Callable[[object, SsdConfig, str], list]:
+    """``block1`` ... ``block4`` of ResNet v1 ``depth`` (``_SSDResnetV1FpnFeatureExtractor``:
+    the detection config's hyperparameters apply to the backbone when it overrides them)."""
+
+    def endpoints(inputs, config: SsdConfig, scope: str) -> list:
+        fe = config.feature_extractor
+        style = ConvStyle()
+        if fe.override_base_hyperparams:
+            style = ConvStyle("relu6" if fe.activation == "RELU_6" else "relu",
+                              fe.batch_norm_epsilon)
+        ends = resnet_v1_features(inputs, depth, scope, fe.depth_multiplier, fe.min_depth, style)
+        return [ends[f"block{index}"] for index in range(1, 5)]
+
+    return endpoints
+
+
+_FPN_BACKBONES: dict[str, _FpnBackbone] = {
+    # ssd_mobilenet_v1_fpn_feature_extractor.py: bottom_up_Conv2d_14, _15 for levels 6, 7.
+    "ssd_mobilenet_v1_fpn": _FpnBackbone(_V1_SCOPE, _mobilenet_v1_fpn_endpoints,
+                                         lambda level: f"bottom_up_Conv2d_{level + 8}"),
+    # ssd_resnet_v1_fpn_feature_extractor.py: bottom_up_block5, _block6 for levels 6, 7.
+    **{f"ssd_resnet{depth}_v1_fpn": _FpnBackbone(
+        f"FeatureExtractor/resnet_v1_{depth}", _resnet_fpn_endpoints(depth),
+        lambda level: f"bottom_up_block{level - 1}") for depth in (50, 101)},
+}
+
+
+def _fpn_feature_maps(backbone: _FpnBackbone, inputs, config: SsdConfig) -> list:
+    """FPN levels ``fpn_min_level`` ... ``fpn_max_level`` (the OD API FPN extractors).
+
+    Levels up to 5 are the top-down maps (under ``<scope>/fpn``) of the backbone's
+    endpoints from ``fpn_min_level``; higher levels are 3x3 / 2 convs on the level below.
     """
     fe = config.feature_extractor
-    ends = mobilenet_v1_features(inputs, fe.depth_multiplier, fe.min_depth, _V1_SCOPE)
+    ends = backbone.endpoints(inputs, config, backbone.scope)
     base_max_level = min(fe.fpn_max_level, 5)
-    blocks = _FPN_BLOCKS[fe.fpn_min_level - 2:base_max_level - 1]
     depth = _depth(config, fe.additional_layer_depth)
-    scope = f"{_V1_SCOPE}/fpn"
-    feature_maps = _fpn_top_down([ends[block] for block in blocks], depth, scope)
+    scope = f"{backbone.scope}/fpn"
+    feature_maps = _fpn_top_down(ends[fe.fpn_min_level - 2:base_max_level - 1], depth, scope)
     x = feature_maps[-1]
     for level in range(base_max_level + 1, fe.fpn_max_level + 1):
-        x = conv_bn(x, depth, 3, 2, f"{scope}/bottom_up_Conv2d_{level - base_max_level + 13}")
+        x = conv_bn(x, depth, 3, 2, f"{scope}/{backbone.bottom_up(level)}")
         feature_maps.append(x)
     return feature_maps
 
@@ -224,8 +288,11 @@ def _fpn_top_down(features: list, depth: int, scope: str) -> list:
 _FEATURE_EXTRACTORS: dict[str, Callable[[object, SsdConfig], list]] = {
     **{kind: functools.partial(_multi_resolution_feature_maps, backbone)
        for kind, backbone in _BACKBONES.items()},
+    **{kind: functools.partial(_fpn_feature_maps, backbone)
+       for kind, backbone in _FPN_BACKBONES.items()},
     "ssd_mobilenet_v1_ppn": _ppn_feature_maps,
-    "ssd_mobilenet_v1_fpn": _fpn_feature_maps,
+    "ssd_mobilenet_v2_mnasfpn": mnasfpn_feature_maps,
+    "ssd_spaghettinet": spaghettinet_feature_maps,
 }
 # Checkpoint scopes the OD API builds but no feature map reads (the PPN stops at Conv2d_11).
 _UNUSED_SCOPES = {"ssd_mobilenet_v1_ppn": (f"{_V1_SCOPE}/Conv2d_12_", f"{_V1_SCOPE}/Conv2d_13_")}
@@ -313,9 +380,12 @@ def _weight_shared_predictions(feature_maps: list, per_location: list[int],
 
     Each tower is ``num_layers_before_predictor`` convs (no bias when BatchNorm follows),
     each followed by that feature map's own BatchNorm and ReLU6; the box and class
-    predictors read their tower (or the shared ``PredictionTower``).
+    predictors read their tower (or the shared ``PredictionTower``). With ``use_depthwise``
+    every one of these convs is separable (``depthwise_weights`` and ``pointwise_weights``
+    under one scope, as ``slim.separable_conv2d`` names them).
     """
     predictor = config.box_predictor
+    conv = layers.SeparableConv2D if predictor.use_depthwise else layers.Conv2D
     channels = {int(feature_map.shape[-1]) for feature_map in feature_maps}
     if len(set(per_location)) > 1 or len(channels) > 1:
         raise BadInputError(
@@ -324,15 +394,15 @@ def _weight_shared_predictions(feature_maps: list, per_location: list[int],
         )
     towers = ("PredictionTower",) if predictor.share_prediction_tower \
         else ("BoxPredictionTower", "ClassPredictionTower")
-    convs = {tower: [layers.Conv2D(predictor.depth, predictor.kernel_size, padding="same",
-                                   use_bias=not predictor.batch_norm,
-                                   name=f"{WEIGHT_SHARED}/{tower}/conv2d_{i}")
+    convs = {tower: [conv(predictor.depth, predictor.kernel_size, padding="same",
+                          use_bias=not predictor.batch_norm,
+                          name=f"{WEIGHT_SHARED}/{tower}/conv2d_{i}")
                      for i in range(predictor.num_layers_before_predictor)]
              for tower in towers}
     num_slots = config.num_classes + 1
     box_head, class_head = (
-        layers.Conv2D(per_location[0] * size, predictor.kernel_size, padding="same",
-                      use_bias=True, name=f"{WEIGHT_SHARED}/{head}")
+        conv(per_location[0] * size, predictor.kernel_size, padding="same", use_bias=True,
+             name=f"{WEIGHT_SHARED}/{head}")
         for head, size in (("BoxPredictor", predictor.box_code_size),
                            ("ClassPredictor", num_slots)))
     boxes, scores = [], []
@@ -363,17 +433,25 @@ def _tower(x, convs: list, feature_index: int, batch_norm: bool):
 def _check_supported(config: SsdConfig) -> None:
     fe, predictor = config.feature_extractor, config.box_predictor
     problems = []
-    if fe.activation != "RELU_6" or (predictor.use_depthwise and predictor.activation != "RELU_6"):
-        problems.append(f"activation {fe.activation} (only RELU_6)")
-    if fe.use_explicit_padding:
-        problems.append("use_explicit_padding")
+    activations = [] if fe.type in _OWN_ARG_SCOPE else [fe.activation]
+    if predictor.use_depthwise:
+        activations.append(predictor.activation)
+    problems += [f"activation {name} (only RELU_6)" for name in activations if name != "RELU_6"]
+    if fe.use_explicit_padding and fe.type not in _EXPLICIT_PADDING:
+        problems.append(f"use_explicit_padding in {fe.type} (supported in "
+                        f"{', '.join(_EXPLICIT_PADDING)})")
+    height, width = config.image_size
+    if fe.pad_to_multiple > 1 and (height % fe.pad_to_multiple or width % fe.pad_to_multiple):
+        problems.append(f"pad_to_multiple {fe.pad_to_multiple} with a {height}x{width} input "
+                        "(use an input size that is a multiple of it)")
+    if fe.type == "ssd_inception_v2" and not fe.override_base_hyperparams:
+        problems.append("ssd_inception_v2 without override_base_feature_extractor_hyperparams "
+                        "(the Object Detection API refuses it too)")
     if predictor.num_layers_before_predictor and not predictor.weight_shared:
         problems.append(f"num_layers_before_predictor {predictor.num_layers_before_predictor}")
-    if predictor.weight_shared and predictor.use_depthwise:
-        problems.append("use_depthwise in weight_shared_convolutional_box_predictor")
-    if fe.type == "ssd_mobilenet_v1_fpn":
+    if fe.type in _FPN_BACKBONES:
         if fe.use_depthwise:
-            problems.append("use_depthwise in ssd_mobilenet_v1_fpn (its modified conv defs)")
+            problems.append(f"use_depthwise in {fe.type} (its modified conv defs)")
         if not 2 <= fe.fpn_min_level <= min(fe.fpn_max_level, 5):
             problems.append(f"fpn levels {fe.fpn_min_level}..{fe.fpn_max_level} (min in 2..5)")
     if config.nms.score_converter not in ("SIGMOID",):

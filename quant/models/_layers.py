@@ -15,21 +15,48 @@ BATCH_NORM_EPSILON = 1e-3
 layers = keras.layers
 
 
-def conv_bn(x, filters: int, kernel: int, stride: int, scope: str, activation: bool = True):
-    """Conv2D (no bias) + BatchNorm + optional ReLU6, TF-slim style ('SAME' padding)."""
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+def fixed_padding(x, kernel: int, scope: str):
+    """Zero-pad ``x`` by ``(kernel - 1) // 2`` before and the rest after, on both spatial axes.
+
+    TF-slim's ``_fixed_padding`` (``use_explicit_padding``): a 'VALID' convolution of the
+    padded map has the 'SAME' output size whatever the input size, and a stride-2 window
+    is centred the same way on even and odd inputs (a 'SAME' stride-2 convolution of an even
+    map pads only after). Returns ``x`` unchanged for 1x1 kernels.
+    """
+    if kernel == 1:
+        return x
+    before = (kernel - 1) // 2
+    return layers.ZeroPadding2D(((before, kernel - 1 - before),) * 2, name=f"{scope}/Pad")(x)
+
+
+def _padded(x, kernel: int, scope: str, explicit_padding: bool):
+    """``(x, padding)`` for a conv: 'SAME', or :func:`fixed_padding` then 'VALID'."""
+    if explicit_padding:
+        return fixed_padding(x, kernel, scope), "valid"
+    return x, "same"
+
+
+def conv_bn(x, filters: int, kernel: int, stride: int, scope: str, activation: bool = True,
+            explicit_padding: bool = False, epsilon: float = BATCH_NORM_EPSILON):
+    """Conv2D (no bias) + BatchNorm + optional ReLU6, TF-slim style ('SAME' padding, or
+    :func:`fixed_padding` and 'VALID' with ``explicit_padding``)."""
+    x, padding = _padded(x, kernel, scope, explicit_padding)
+    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
                       name=scope)(x)
-    x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{scope}/BatchNorm")(x)
+    x = layers.BatchNormalization(epsilon=epsilon, name=f"{scope}/BatchNorm")(x)
     if activation:
         x = layers.ReLU(6.0, name=f"{scope}/Relu6")(x)
     return x
 
 
-def depthwise_bn(x, stride: int, scope: str, kernel: int = 3):
-    """DepthwiseConv2D (no bias) + BatchNorm + ReLU6, TF-slim style ('SAME' padding)."""
-    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
+def depthwise_bn(x, stride: int, scope: str, kernel: int = 3, explicit_padding: bool = False,
+                 epsilon: float = BATCH_NORM_EPSILON):
+    """DepthwiseConv2D (no bias) + BatchNorm + ReLU6, TF-slim style (padding as
+    :func:`conv_bn`)."""
+    x, padding = _padded(x, kernel, scope, explicit_padding)
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False,
                                name=scope)(x)
-    x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{scope}/BatchNorm")(x)
+    x = layers.BatchNormalization(epsilon=epsilon, name=f"{scope}/BatchNorm")(x)
     return layers.ReLU(6.0, name=f"{scope}/Relu6")(x)
 
 

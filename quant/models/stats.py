@@ -21,7 +21,11 @@ def count_macs(model) -> int:
     """Return the multiply-accumulates of the convolutions and dense layers for one image."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, then pointwise
+            kh, kw, cin, mult = layer.depthwise_kernel.shape
+            _, oh, ow, cout = layer.output.shape
+            total += oh * ow * cin * mult * (kh * kw + cout)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
             kh, kw, cin, mult = layer.depthwise_kernel.shape
             _, oh, ow, _ = layer.output.shape
             total += oh * ow * kh * kw * cin * mult
