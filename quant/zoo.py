@@ -160,7 +160,8 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """Rebuild a spec from :meth:`to_dict` output (e.g. a JSON sidecar).
 
-        Keys that listings add to the spec (``edgetpu_latency_ms``) are ignored.
+        Keys that listings add to the spec (``edgetpu_latency_ms``, ``edgetpu_cpu_ops``) are
+        ignored.
 
         Raises:
             BadInputError: unknown or missing keys.
@@ -181,7 +182,7 @@ class ModelSpec:
 
 
 # Keys a listing adds to ModelSpec.to_dict() that are computed, not part of the spec.
-_DERIVED_KEYS = ("edgetpu_latency_ms",)
+_DERIVED_KEYS = ("edgetpu_latency_ms", "edgetpu_cpu_ops")
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -612,6 +613,16 @@ def edgetpu_features(name: str):
         raise BadInputError(f"quant/{EDGETPU_TABLE}: the features of {name} do not fit "
                             f"edgetpu.cost.GraphFeatures ({exc!r}); regenerate the table "
                             f"with {REGENERATE} --force") from exc
+
+
+def edgetpu_cpu_ops(name: str) -> dict[str, int] | None:
+    """Return the ops the offline Edge TPU analyzer leaves on the CPU in a buildable row's
+    int8 model (our PTQ, random weights; op name -> count), as stored by
+    :data:`REGENERATE`; None when the row is not buildable or has no stored verdict."""
+    entry = _table()["models"].get(name)
+    if not get_model(name).buildable or entry is None or "edgetpu" not in entry:
+        return None
+    return dict(entry["edgetpu"]["cpu_ops"])
 
 
 def edgetpu_latency_ms(name: str) -> dict[str, float] | None:

@@ -195,5 +195,7 @@ def run_listing(args: argparse.Namespace) -> int:
 
 
 def _row(spec: zoo.ModelSpec) -> dict:
-    """A spec as JSON with ``edgetpu_latency_ms`` (per device; null when not buildable)."""
-    return {**spec.to_dict(), "edgetpu_latency_ms": zoo.edgetpu_latency_ms(spec.name)}
+    """A spec as JSON with ``edgetpu_latency_ms`` (per device) and ``edgetpu_cpu_ops`` (what
+    the analyzer leaves on the CPU after our PTQ); null when not buildable."""
+    return {**spec.to_dict(), "edgetpu_latency_ms": zoo.edgetpu_latency_ms(spec.name),
+            "edgetpu_cpu_ops": zoo.edgetpu_cpu_ops(spec.name)}

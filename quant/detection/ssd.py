@@ -16,8 +16,12 @@ with TF-slim's fixed padding and runs it 'VALID'.
 Some extractors build their own feature maps: ``ssd_mobilenet_v1_ppn`` pools
 ``Conv2d_11_pointwise`` five times (``pooling_pyramid_feature_maps``); the FPN extractors add a
 feature pyramid over MobileNet v1 or ResNet v1 50 / 101 (:mod:`quant.models.resnet_v1`):
-``FeatureExtractor/{MobilenetV1,resnet_v1_50}/fpn/{projection_N,smoothing_N,bottom_up_...}``.
-They come with the ``weight_shared_convolutional_box_predictor``:
+``FeatureExtractor/{MobilenetV1,resnet_v1_50}/fpn/{projection_N,smoothing_N,bottom_up_...}``;
+``ssd_mobilenet_v2_mnasfpn`` runs MnasFPN cells over MobileNet v2
+(:mod:`quant.detection.mnasfpn`); ``ssd_spaghettinet`` is a SpaghettiNet graph whose output
+nodes are the maps (:mod:`quant.models.spaghettinet`). The FPN, PPN and MnasFPN extractors
+come with the ``weight_shared_convolutional_box_predictor`` (separable with
+``use_depthwise``, as in MnasFPN):
 one set of convolutions (``WeightSharedConvolutionalBoxPredictor/{BoxPredictionTower,
 ClassPredictionTower or PredictionTower}/conv2d_N``, ``.../{BoxPredictor,ClassPredictor}``)
 applied to every feature map, with one BatchNorm per map (``conv2d_N/BatchNorm/feature_M``).
