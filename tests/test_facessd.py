@@ -159,3 +159,9 @@ def test_int8_maps_to_the_edgetpu_but_the_postprocessing(tmp_path):
     analysis = _analyze(float_model, 320, tmp_path)
     assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}
     assert sum(op.opcode == "PAD" for op in analysis.ops) == len(unlike_same)
+    # Raw pixels in exactly (scale 1 / 127.5, zero point 128), through the stem's PAD.
+    from quant.tflite_edit import read_model
+
+    graph = read_model((tmp_path / "model.tflite").read_bytes()).subgraphs[0]
+    quantization = graph.tensors[graph.inputs[0]].quantization
+    assert (quantization.scale[0], quantization.zeroPoint[0]) == (pytest.approx(1 / 127.5), 128)

@@ -19,7 +19,7 @@ from quant.preprocess import PreprocessOptions
 from quant.ptq import QuantizeOptions, quantize_model, save
 from quant.ptq.equalize import equalize, find_pairs
 from quant.sources import load_float_model
-from quant.tflite_edit import read_model, write_model
+from quant.tflite_edit import get_array, read_model, write_model
 
 INT8, UINT8, INT32 = tflite.TensorType.INT8, tflite.TensorType.UINT8, tflite.TensorType.INT32
 
@@ -176,6 +176,32 @@ def test_raw_pixel_input_is_exact(image_dir):
     scale, zero_point = (quantized.tensors[quantized.inputs[0]].quantization.scale[0],
                          quantized.tensors[quantized.inputs[0]].quantization.zeroPoint[0])
     assert (scale, zero_point) == (pytest.approx(1 / 127.5), 128)
+
+
+def test_raw_pixel_input_is_exact_through_an_explicit_padding(image_dir):
+    """TF-slim's fixed padding before a stride-2 conv stays a PAD op (it is not 'SAME'):
+    the PAD output keeps the input's range and the conv behind it gets the bias shift."""
+    from quant.ptq import convert
+    from quant.ptq.pixel_input import exact_pixel_input
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)))(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    preprocess = inception_preprocess(32)
+    images = [preprocess.load(p)[None] for p in sorted(image_dir.glob("*.jpg"))[:4]]
+    calibrated = read_model(convert.calibrate(model, lambda: iter(images)))
+    graph = calibrated.subgraphs[0]
+    pad, conv = graph.operators[:2]
+    old_bias = get_array(calibrated, conv.inputs[2]).copy()
+    fixed = exact_pixel_input(calibrated, preprocess, "uint8")
+    for index in (graph.inputs[0], pad.outputs[0]):
+        stats = graph.tensors[index].quantization
+        assert (stats.min[0], stats.max[0]) == pytest.approx((-128 / 127.5, 127 / 127.5))
+    weights = model.layers[2].get_weights()[0]
+    np.testing.assert_allclose(old_bias - get_array(fixed, conv.inputs[2]),
+                               (127.5 - 128) / 127.5 * weights.sum(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-7)
 
 
 def test_bias_correction_modes():
