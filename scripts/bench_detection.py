@@ -215,7 +215,7 @@ def _builders(pattern: str = "") -> dict[str, dict]:
 
 def _print_table(result: dict) -> None:
     rows = [(k, v) for k, v in result.items() if not isinstance(v, dict)]
-    width = max(len(k) for k, _ in rows)
+    width = max(len(k) for k in [*(k for k, _ in rows), *result["builders"]])
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     for name, row in result["builders"].items():
