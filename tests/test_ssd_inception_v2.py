@@ -11,7 +11,6 @@ the backbone) and ``samples/configs/ssd_inception_v2_coco.config`` (3x3 box pred
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from ssd_configs import random_variables, write_export
 
@@ -114,7 +113,7 @@ def test_names_shapes_and_maps_follow_the_od_api(model):
     assert count_macs(model) / 1e9 == pytest.approx(4.80, abs=0.01)
 
 
-def test_synthetic_checkpoint_loads_with_nothing_missing_or_stray(model, tmp_path):
+def test_synthetic_checkpoint_loads_and_a_missing_variable_is_named(model, tmp_path):
     variables = random_variables(model)
     loaded = load_ssd_checkpoint(write_export(tmp_path / "ok", _text(), variables))
     assert loaded.loaded == len(variables) == VARIABLES
@@ -123,10 +122,6 @@ def test_synthetic_checkpoint_loads_with_nothing_missing_or_stray(model, tmp_pat
     with pytest.raises(BadInputError, match=missing):
         load_ssd_checkpoint(write_export(
             tmp_path / "missing", _text(), {k: v for k, v in variables.items() if k != missing}))
-    stray = {f"{SCOPE}/Mixed_5c/Branch_3/Conv2d_0c_3x3/weights":
-             np.zeros((3, 3, 8, 8), np.float32)}
-    with pytest.raises(BadInputError, match="took .* of the checkpoint"):
-        load_ssd_checkpoint(write_export(tmp_path / "stray", _text(), variables | stray))
 
 
 def test_the_backbone_needs_the_config_hyperparameters():
