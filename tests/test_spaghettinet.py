@@ -311,6 +311,7 @@ def _analyze(float_model, size: int, tmp_path):
     return analyze_model(path)
 
 
+@pytest.mark.slow  # about 10 s; the full variants' verdicts (slow too) cover every kind
 def test_every_layer_and_edge_kind_maps_to_the_edgetpu(tmp_path):
     """The grouped conv's SLICEs and CONCATENATION, the biased depthwise, the max pool, the
     nearest-neighbour upsampling (x2, RESIZE_NEAREST_NEIGHBOR) and the crop (STRIDED_SLICE)
