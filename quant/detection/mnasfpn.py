@@ -30,6 +30,7 @@ import dataclasses
 from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
 from quant.detection.pipeline_config import SsdConfig
+from quant.models._layers import conv_bn
 from quant.models.mobilenet_v2 import mobilenet_v2_features
 
 layers = keras.layers
@@ -126,8 +127,7 @@ def _check_levels(features: list) -> None:
 def _conv1x1(x, filters: int, scope: str):
     """1x1 conv without bias + BatchNorm, no activation (slim ``conv2d`` in the MnasFPN
     arg scopes)."""
-    x = layers.Conv2D(filters, 1, use_bias=False, name=scope)(x)
-    return layers.BatchNormalization(epsilon=EPSILON, name=f"{scope}/BatchNorm")(x)
+    return conv_bn(x, filters, 1, 1, scope, activation=False, epsilon=EPSILON)
 
 
 def _cell(inputs: list, depth: int, scope: str) -> list:

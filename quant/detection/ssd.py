@@ -222,10 +222,9 @@ def _resnet_fpn_endpoints(depth: int) -> Callable[[object, SsdConfig, str], list
 
     def endpoints(inputs, config: SsdConfig, scope: str) -> list:
         fe = config.feature_extractor
-        style = ConvStyle()
-        if fe.override_base_hyperparams:
-            style = ConvStyle("relu6" if fe.activation == "RELU_6" else "relu",
-                              fe.batch_norm_epsilon)
+        # The override brings ReLU6 (the only activation _check_supported lets through).
+        style = ConvStyle(6.0, fe.batch_norm_epsilon) if fe.override_base_hyperparams \
+            else ConvStyle()
         ends = resnet_v1_features(inputs, depth, scope, fe.depth_multiplier, fe.min_depth, style)
         return [ends[f"block{index}"] for index in range(1, 5)]
 

@@ -29,23 +29,26 @@ def fixed_padding(x, kernel: int, scope: str):
     return layers.ZeroPadding2D(((before, kernel - 1 - before),) * 2, name=f"{scope}/Pad")(x)
 
 
-def _padded(x, kernel: int, scope: str, explicit_padding: bool):
-    """``(x, padding)`` for a conv: 'SAME', or :func:`fixed_padding` then 'VALID'."""
+def padded(x, kernel: int, scope: str, explicit_padding: bool):
+    """``(x, padding)`` for a conv or pool: 'SAME', or :func:`fixed_padding` then 'VALID'."""
     if explicit_padding:
         return fixed_padding(x, kernel, scope), "valid"
     return x, "same"
 
 
 def conv_bn(x, filters: int, kernel: int, stride: int, scope: str, activation: bool = True,
-            explicit_padding: bool = False, epsilon: float = BATCH_NORM_EPSILON):
+            explicit_padding: bool = False, epsilon: float = BATCH_NORM_EPSILON,
+            relu_max: float | None = 6.0):
     """Conv2D (no bias) + BatchNorm + optional ReLU6, TF-slim style ('SAME' padding, or
-    :func:`fixed_padding` and 'VALID' with ``explicit_padding``)."""
-    x, padding = _padded(x, kernel, scope, explicit_padding)
+    :func:`fixed_padding` and 'VALID' with ``explicit_padding``). ``relu_max=None``: a plain
+    ReLU (``.../Relu``) instead."""
+    x, padding = padded(x, kernel, scope, explicit_padding)
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
                       name=scope)(x)
     x = layers.BatchNormalization(epsilon=epsilon, name=f"{scope}/BatchNorm")(x)
     if activation:
-        x = layers.ReLU(6.0, name=f"{scope}/Relu6")(x)
+        name = "Relu6" if relu_max == 6.0 else "Relu"
+        x = layers.ReLU(relu_max, name=f"{scope}/{name}")(x)
     return x
 
 
@@ -53,7 +56,7 @@ def depthwise_bn(x, stride: int, scope: str, kernel: int = 3, explicit_padding: 
                  epsilon: float = BATCH_NORM_EPSILON):
     """DepthwiseConv2D (no bias) + BatchNorm + ReLU6, TF-slim style (padding as
     :func:`conv_bn`)."""
-    x, padding = _padded(x, kernel, scope, explicit_padding)
+    x, padding = padded(x, kernel, scope, explicit_padding)
     x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False,
                                name=scope)(x)
     x = layers.BatchNormalization(epsilon=epsilon, name=f"{scope}/BatchNorm")(x)

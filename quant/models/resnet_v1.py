@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 from edgeq._tensorflow import keras
-from quant.models._layers import fixed_padding
+from quant.models._layers import conv_bn
 
 layers = keras.layers
 
@@ -36,10 +36,10 @@ ROOT_DEPTH = 64
 
 @dataclasses.dataclass(frozen=True)
 class ConvStyle:
-    """The arg scope of the backbone's convs: activation (``relu`` / ``relu6``) and the
-    BatchNorm epsilon."""
+    """The arg scope of the backbone's convs: the ReLU's cap (None: plain ReLU, 6.0: ReLU6)
+    and the BatchNorm epsilon. The default is ``resnet_arg_scope``'s."""
 
-    activation: str = "relu"
+    relu_max: float | None = None
     epsilon: float = 1e-5
 
 
@@ -55,8 +55,7 @@ def resnet_v1_features(inputs, depth: int, scope: str, depth_multiplier: float =
         min_base_depth: the smallest bottleneck depth.
         style: activation and BatchNorm epsilon of every conv.
     """
-    x = fixed_padding(inputs, 7, f"{scope}/conv1")
-    x = _conv_bn(x, ROOT_DEPTH, 7, 2, f"{scope}/conv1", style, padding="valid")
+    x = _conv_bn(inputs, ROOT_DEPTH, 7, 2, f"{scope}/conv1", style, explicit_padding=True)
     x = layers.MaxPooling2D(3, 2, padding="same", name=f"{scope}/pool1")(x)
     endpoints = {}
     for index, (units, base, stride) in enumerate(
@@ -84,11 +83,6 @@ def _bottleneck(x, depth: int, depth_bottleneck: int, scope: str, style: ConvSty
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, scope: str, style: ConvStyle,
-             activation: bool = True, padding: str = "same"):
-    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
-                      name=scope)(x)
-    x = layers.BatchNormalization(epsilon=style.epsilon, name=f"{scope}/BatchNorm")(x)
-    if not activation:
-        return x
-    max_value = 6.0 if style.activation == "relu6" else None
-    return layers.ReLU(max_value, name=f"{scope}/{style.activation.capitalize()}")(x)
+             activation: bool = True, explicit_padding: bool = False):
+    return conv_bn(x, filters, kernel, stride, scope, activation, explicit_padding,
+                   style.epsilon, style.relu_max)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from edgeq._tensorflow import keras, tf
 from edgeq.errors import BadInputError
-from quant.models._layers import conv_bn, depthwise_bn, fixed_padding
+from quant.models._layers import conv_bn, depthwise_bn, padded
 
 if TYPE_CHECKING:
     from quant.detection.pipeline_config import SsdConfig
@@ -286,9 +286,7 @@ def _edge(x, level: int, node: Node, scope: str, explicit_padding: bool):
                                    name=f"{scope}/nearest_neighbor_upsampling")(x)
     if node.level > level:
         ratio = 2 ** (node.level - level)
-        padding = "same"
-        if explicit_padding:
-            x, padding = fixed_padding(x, ratio + 1, f"{scope}/maxpool_downsampling"), "valid"
+        x, padding = padded(x, ratio + 1, f"{scope}/maxpool_downsampling", explicit_padding)
         x = layers.MaxPooling2D(ratio + 1, ratio, padding=padding,
                                 name=f"{scope}/maxpool_downsampling")(x)
         return conv_bn(x, node.filters, 1, 1, f"{scope}/1x1_after_downsampling",
@@ -305,9 +303,7 @@ def _layer(x, op: Layer, filters: int, scope: str, explicit_padding: bool):
     elif isinstance(op, IbnFusedGrouped):
         x = _grouped_expansion(x, op, scope, explicit)
     else:
-        padding = "same"
-        if explicit:
-            x, padding = fixed_padding(x, op.kernel, f"{scope}/depthwise"), "valid"
+        x, padding = padded(x, op.kernel, f"{scope}/depthwise", explicit)
         x = layers.DepthwiseConv2D(op.kernel, op.stride, padding=padding, use_bias=True,
                                    name=f"{scope}/depthwise")(x)
         return conv_bn(x, filters, 1, 1, f"{scope}/pointwise")
