@@ -1,4 +1,5 @@
-"""Object Detection API ``pipeline.config`` texts for the SSD builders, for tests."""
+"""Object Detection API ``pipeline.config`` texts, synthetic exports and the int8 analysis of
+the SSD builders, for tests."""
 
 from __future__ import annotations
 
@@ -158,3 +159,19 @@ def write_export(folder: Path, config_text: str, variables: dict[str, np.ndarray
     (folder / "pipeline.config").write_text(config_text)
     write_checkpoint(folder / "model.ckpt", variables)
     return folder
+
+
+def int8_analysis(float_model, size: int, tmp_path: Path, images: int = 2):
+    """Quantize ``float_model`` with our PTQ (``images`` random uint8 images, nearest
+    rounding), write it to ``tmp_path / "model.tflite"`` and return the offline Edge TPU
+    analysis."""
+    from edgetpu.analyze import analyze_model
+    from quant.calibration import CalibrationSet
+    from quant.ptq import QuantizeOptions, quantize_model
+
+    pixels = np.random.default_rng(0).integers(0, 256, (images, size, size, 3), dtype=np.uint8)
+    result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
+                            QuantizeOptions(rounding="nearest", require_edgetpu=False))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(result.tflite)
+    return analyze_model(path)

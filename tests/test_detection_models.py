@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_configs import BUILDERS, pipeline_text, random_variables, write_export
+from ssd_configs import BUILDERS, int8_analysis, pipeline_text, random_variables, write_export
 
 from edgeq.errors import BadInputError
 from edgeq.textproto import parse_text_proto
@@ -253,18 +253,10 @@ def test_weight_shared_int8_maps_to_the_edgetpu(tmp_path, name, size):
     the PPN's max-pooled maps; only the post-processing stays on the CPU, and for the PPN at
     300 (3,000 anchors x 91 classes) the class-score tail too, over the compiler's size limit
     for the two innermost dimensions (edgetpu.analyze, rule row_size)."""
-    from edgetpu.analyze import analyze_model
-    from quant.calibration import CalibrationSet
     from quant.detection.sources import random_ssd
-    from quant.ptq import QuantizeOptions, quantize_model
 
-    float_model = random_ssd(_config(name, size=size), name)
-    pixels = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
-    result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
-                            QuantizeOptions(rounding="nearest", require_edgetpu=False))
-    path = tmp_path / "model.tflite"
-    path.write_bytes(result.tflite)
-    analysis = analyze_model(path)
+    analysis = int8_analysis(random_ssd(_config(name, size=size), name), size, tmp_path,
+                             images=4)
     if name.endswith("ppn"):
         cpu = [op for op in analysis.ops if not op.mapped]
         rules = {op.rule for op in cpu}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_configs import random_variables, write_export
+from ssd_configs import int8_analysis, random_variables, write_export
 
 from edgeq._tensorflow import keras, tf
 from edgeq.errors import BadInputError
@@ -146,8 +146,6 @@ def test_int8_maps_to_the_edgetpu_but_the_postprocessing(tmp_path):
     """The converter folds a fixed padding that equals 'SAME' into its conv; the 7 that
     differ (stride 2 on an even map: the stem, 4 depthwise convs, the 10x10 and 2x2 extra
     convs) stay PAD ops, which the Edge TPU runs."""
-    from test_mobiledet import _analyze
-
     from quant.detection.sources import random_ssd
 
     float_model = random_ssd(_config(), "facessd")
@@ -156,7 +154,7 @@ def test_int8_maps_to_the_edgetpu_but_the_postprocessing(tmp_path):
                    and layer.input.shape[1] % 2 == 0
                    and layer._outbound_nodes[0].outbound_layer.strides == (2, 2)]
     assert len(unlike_same) == 7
-    analysis = _analyze(float_model, 320, tmp_path)
+    analysis = int8_analysis(float_model, 320, tmp_path)
     assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}
     assert sum(op.opcode == "PAD" for op in analysis.ops) == len(unlike_same)
     # Raw pixels in exactly (scale 1 / 127.5, zero point 128), through the stem's PAD.

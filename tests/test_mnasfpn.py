@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_configs import random_variables, write_export
+from ssd_configs import int8_analysis, random_variables, write_export
 
 from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
@@ -256,11 +256,9 @@ def test_int8_maps_to_the_edgetpu_but_the_score_tail(tmp_path):
     ([1, 14400, 91], [1, 3600, 91]; levels 5 and 6 fit), their CONCATENATION, the sigmoid
     (LOGISTIC) and the QUANTIZE before the post-processing, which runs on the CPU anyway.
     They all follow the Edge TPU part, so it stays one piece."""
-    from test_mobiledet import _analyze
-
     from quant.detection.sources import random_ssd
 
-    analysis = _analyze(random_ssd(_config(), NAME), 320, tmp_path)
+    analysis = int8_analysis(random_ssd(_config(), NAME), 320, tmp_path)
     assert analysis.cpu_ops == {"RESHAPE": 2, "CONCATENATION": 1, "LOGISTIC": 1, "QUANTIZE": 1,
                                 "TFLite_Detection_PostProcess": 1}
     tail = [op for op in analysis.ops if not op.mapped]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_configs import pipeline_text, random_variables, write_export
+from ssd_configs import int8_analysis, pipeline_text, random_variables, write_export
 
 from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
@@ -168,19 +168,6 @@ def test_synthetic_checkpoint_loads_with_nothing_missing_or_stray(tmp_path):
         load_ssd_checkpoint(write_export(tmp_path / "stray", text, variables | stray))
 
 
-def _analyze(float_model, size: int, tmp_path):
-    from edgetpu.analyze import analyze_model
-    from quant.calibration import CalibrationSet
-    from quant.ptq import QuantizeOptions, quantize_model
-
-    pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
-    result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
-                            QuantizeOptions(rounding="nearest", require_edgetpu=False))
-    path = tmp_path / "model.tflite"
-    path.write_bytes(result.tflite)
-    return analyze_model(path)
-
-
 def test_every_block_kind_maps_to_the_edgetpu(tmp_path):
     """One block of each kind with MobileDet-CPU's hard-swish and squeeze-excite: after our
     PTQ (hard-swish lowered to ADD + ReLU6, MUL, MUL) every op maps, the squeeze-excite's
@@ -195,7 +182,7 @@ def test_every_block_kind_maps_to_the_edgetpu(tmp_path):
     size = 32
     inputs = keras.Input((size, size, 3), batch_size=1)
     model = keras.Model(inputs, mobiledet_backbone(inputs, spec, "MobileDetCPU")["C5"])
-    analysis = _analyze(FloatModel(model=model, preprocess=inception_preprocess(size),
+    analysis = int8_analysis(FloatModel(model=model, preprocess=inception_preprocess(size),
                                    name="blocks", task="classify", source="test"),
                         size, tmp_path)
     assert analysis.cpu_ops == {}
@@ -212,5 +199,5 @@ def test_int8_maps_to_the_edgetpu_but_the_postprocessing(variant, tmp_path):
     the compiler's row size)."""
     from quant.detection.sources import random_ssd
 
-    analysis = _analyze(random_ssd(_config(variant), _name(variant)), 320, tmp_path)
+    analysis = int8_analysis(random_ssd(_config(variant), _name(variant)), 320, tmp_path)
     assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_configs import random_variables, write_export
+from ssd_configs import int8_analysis, random_variables, write_export
 
 from edgeq._tensorflow import keras
 from edgeq.errors import BadInputError
@@ -298,19 +298,6 @@ def test_explicit_padding_keeps_the_sizes_and_pads_before_strided_layers():
                     "spaghetti_net/n2_0/depthwise/Pad", "edge_n0_c1/maxpool_downsampling/Pad"}
 
 
-def _analyze(float_model, size: int, tmp_path):
-    from edgetpu.analyze import analyze_model
-    from quant.calibration import CalibrationSet
-    from quant.ptq import QuantizeOptions, quantize_model
-
-    pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
-    result = quantize_model(float_model, CalibrationSet(pixels, (), "random", "-"),
-                            QuantizeOptions(rounding="nearest", require_edgetpu=False))
-    path = tmp_path / "model.tflite"
-    path.write_bytes(result.tflite)
-    return analyze_model(path)
-
-
 @pytest.mark.slow  # about 10 s; the full variants' verdicts (slow too) cover every kind
 def test_every_layer_and_edge_kind_maps_to_the_edgetpu(tmp_path):
     """The grouped conv's SLICEs and CONCATENATION, the biased depthwise, the max pool, the
@@ -321,7 +308,7 @@ def test_every_layer_and_edge_kind_maps_to_the_edgetpu(tmp_path):
     size = 40
     inputs = keras.Input((size, size, 3), batch_size=1)
     model = keras.Model(inputs, spaghettinet_features(inputs, _SMALL, "FeatureExtractor/net"))
-    analysis = _analyze(FloatModel(model=model, preprocess=inception_preprocess(size),
+    analysis = int8_analysis(FloatModel(model=model, preprocess=inception_preprocess(size),
                                    name="nodes", task="classify", source="test"),
                         size, tmp_path)
     assert analysis.cpu_ops == {}
@@ -339,5 +326,5 @@ def test_int8_maps_to_the_edgetpu_but_the_postprocessing(variant, tmp_path):
     from quant.detection.sources import random_ssd
 
     name = f"spaghettinet_edgetpu_{variant}"
-    analysis = _analyze(random_ssd(_config(variant), name), 320, tmp_path)
+    analysis = int8_analysis(random_ssd(_config(variant), name), 320, tmp_path)
     assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}

@@ -12,7 +12,7 @@ the backbone) and ``samples/configs/ssd_inception_v2_coco.config`` (3x3 box pred
 from __future__ import annotations
 
 import pytest
-from ssd_configs import random_variables, write_export
+from ssd_configs import int8_analysis, random_variables, write_export
 
 from edgeq.errors import BadInputError
 from edgeq.textproto import parse_text_proto
@@ -133,9 +133,7 @@ def test_the_backbone_needs_the_config_hyperparameters():
 def test_int8_maps_to_the_edgetpu_but_the_postprocessing(tmp_path):
     """The stem's depthwise conv with 8 outputs per channel and the 3x3 / 1 average pools
     (whose 'SAME' windows count only the pixels inside the image) included."""
-    from test_mobiledet import _analyze
-
     from quant.detection.sources import random_ssd
 
-    analysis = _analyze(random_ssd(_config(), "ssd_inception_v2"), 300, tmp_path)
+    analysis = int8_analysis(random_ssd(_config(), "ssd_inception_v2"), 300, tmp_path)
     assert analysis.cpu_ops == {"TFLite_Detection_PostProcess": 1}

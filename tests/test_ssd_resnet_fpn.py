@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_configs import random_variables, write_export
+from ssd_configs import int8_analysis, random_variables, write_export
 
 from edgeq.errors import BadInputError
 from edgeq.textproto import parse_text_proto
@@ -197,11 +197,9 @@ def test_int8_verdict_names_the_score_tail(tmp_path):
     three finest levels, both concatenations, the sigmoid and the quantizations before the
     post-processing stay on the CPU, all after the Edge TPU part (as for SSD MobileNet v1
     FPN, with the same anchors)."""
-    from test_mobiledet import _analyze
-
     from quant.detection.sources import random_ssd
 
     row = "ssd_resnet_50_fpn_coco"
-    analysis = _analyze(random_ssd(_config(row), row), 640, tmp_path)
+    analysis = int8_analysis(random_ssd(_config(row), row), 640, tmp_path)
     assert analysis.cpu_ops == {"ADD": 1, "CONCATENATION": 2, "LOGISTIC": 1, "QUANTIZE": 2,
                                 "RESHAPE": 3, "TFLite_Detection_PostProcess": 1}
